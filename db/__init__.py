@@ -1,0 +1,1 @@
+"""Persistence: tortoise-orm models, migrations and connection setup."""

@@ -1,0 +1,78 @@
+"""Opening and closing the database, and applying migrations on start."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from tortoise import Tortoise
+from tortoise.migrations.api import migrate as tortoise_migrate
+
+log = logging.getLogger(__name__)
+
+MODELS_MODULE = "db.models"
+MIGRATIONS_MODULE = "db.migrations"
+
+
+def normalise_url(url: str) -> str:
+    """Map the accepted PostgreSQL spellings onto tortoise's asyncpg scheme."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "asyncpg://" + url[len(prefix) :]
+    return url
+
+
+def tortoise_config(url: str) -> dict[str, Any]:
+    """Tortoise config dict for one connection and our single app ``models``."""
+    url = normalise_url(url)
+    # Tortoise caches generated SQL per connection *name*; naming the connection after its
+    # backend keeps SQLite and PostgreSQL statements apart when one process uses both (tests).
+    connection_name = url.split("://", 1)[0]
+    return {
+        "connections": {connection_name: url},
+        "apps": {
+            "models": {
+                "models": [MODELS_MODULE],
+                "default_connection": connection_name,
+                "migrations": MIGRATIONS_MODULE,
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://") :].split("?", 1)[0]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+async def init_db(url: str, *, apply_migrations: bool = True) -> None:
+    """Connect, apply pending migrations (tortoise's own migration system), and be ready for queries."""
+    _ensure_sqlite_dir(url)
+    config = tortoise_config(url)
+    if apply_migrations:
+        await tortoise_migrate(config=config)
+        # migrate() initialises Tortoise lazily; start over so connections are ready for normal use.
+        await _reset()
+    await Tortoise.init(config=config)
+    log.info("database ready", extra={"component": "db"})
+
+
+async def close_db() -> None:
+    """Close every connection (flushes SQLite's WAL on the last close)."""
+    await _reset()
+
+
+async def _reset() -> None:
+    # Also forget the model registry: querysets cache the SQL dialect of the last connection,
+    # so re-initialising on another backend in the same process would reuse the wrong one.
+    await Tortoise.close_connections()
+    await Tortoise._reset_apps()
+
+
+# For tortoise's CLI (`tortoise -c db.database.TORTOISE_ORM makemigrations`): a scratch SQLite file.
+TORTOISE_ORM = tortoise_config("sqlite://data/makemigrations.db")

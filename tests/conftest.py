@@ -1,0 +1,43 @@
+"""Shared fixtures: paths to the shared data, and a database on SQLite (always) and PostgreSQL (when set)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+
+from db.database import close_db, init_db
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = PROJECT_ROOT.parent / "shared"
+MARKET_DATA_DIR = SHARED_DIR / "data" / "market"
+
+_DB_BACKENDS = ["sqlite"] + (["postgres"] if os.environ.get("TEST_DATABASE_URL") else [])
+
+
+async def _reset_postgres(url: str) -> None:
+    """TEST_DATABASE_URL names a throwaway database: start every test from an empty schema."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("asyncpg://", "postgres://", 1))
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=_DB_BACKENDS)
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A migrated, empty database: SQLite in a temp dir, and PostgreSQL when TEST_DATABASE_URL is set."""
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path / 'test.db'}"
+    else:
+        url = os.environ["TEST_DATABASE_URL"]
+        await _reset_postgres(url)
+    await init_db(url)
+    try:
+        yield url
+    finally:
+        await close_db()
