@@ -50,6 +50,7 @@ def test_unfinished_subcommands_say_so_and_exit_2(tmp_path: Path, name: str) -> 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_run_starts_in_paper_mode_on_sqlite_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    (tmp_path / "config.yaml").write_text("health:\n  port: 0\n")  # defaults otherwise; a free port
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], cwd=tmp_path, env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log_file = tmp_path / "logs" / "trading-bot.jsonl"
