@@ -30,9 +30,9 @@ class Subcommand:
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("run", "run the 24/7 trading worker (paper or live, from config.yaml)", "bot.run_command"),
     Subcommand("backtest", "replay a candle file through the strategy engine and write a report", "engine.backtest.cli"),
-    Subcommand("simulate", "serve a local BingX-compatible exchange replaying a candle file", None),
-    Subcommand("doctor", "check config, database, exchange keys, clock and account state", None),
-    Subcommand("emergency-stop", "cancel every order and close every position at market", None),
+    Subcommand("simulate", "serve a local BingX-compatible exchange replaying a candle file", "engine.simulator.cli"),
+    Subcommand("doctor", "check config, database, exchange keys, clock and account state", "engine.risk.doctor_cli"),
+    Subcommand("emergency-stop", "cancel every order and close every position at market", "engine.risk.cli"),
     Subcommand("download", "download historical klines to a CSV file", None),
 )
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 ONE_MINUTE_MS = 60_000
 CSV_HEADER = ("open_time_ms", "open", "high", "low", "close", "volume")
@@ -35,9 +34,9 @@ class Candle:
         return self.open_time_ms + ONE_MINUTE_MS
 
 
-def _open_text(path: Path, mode: str) -> io.TextIOBase:
+def _open_text(path: Path, mode: str) -> IO[str]:
     if path.suffix == ".gz":
-        return gzip.open(path, mode + "t", encoding="utf-8", newline="")  # type: ignore[return-value]
+        return gzip.open(path, mode + "t", encoding="utf-8", newline="")
     return open(path, mode, encoding="utf-8", newline="")
 
 
