@@ -1,0 +1,177 @@
+"""Contract rules: a cache of ``/quote/contracts`` plus local rounding and minimum checks.
+
+Prices are rounded to the tick, quantities *down* to the step (never round a size up), and an
+order below the minimum quantity or notional is refused here with a clear error instead of
+being sent (BingX would answer 101400 / 110422 / 110425).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from typing import Any, Awaitable, Callable, Iterable
+
+from .errors import OrderValidationError
+from .models import Contract, OrderType
+from .orders import OrderRequest, TriggerSpec
+
+log = logging.getLogger(__name__)
+
+# Order types whose execution price is their trigger price (for the notional check).
+_TRIGGERED_TYPES = frozenset({
+    OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET, OrderType.TRIGGER_MARKET,
+})
+# For trailing orders ``price`` is a distance, not a price: it must not be used for the notional.
+_TRAILING_TYPES = frozenset({OrderType.TRAILING_STOP_MARKET, OrderType.TRAILING_TP_SL})
+
+
+def round_to_step(value: Decimal, step: Decimal, rounding: str) -> Decimal:
+    """Round ``value`` to a multiple of ``step`` (``step`` a power of ten or any positive step)."""
+    if step <= 0:
+        raise ValueError("step must be positive")
+    units = (value / step).to_integral_value(rounding=rounding)
+    return (units * step).quantize(step)
+
+
+class ContractRules:
+    """Rounding and minimum checks for one contract."""
+
+    def __init__(self, contract: Contract, *, price_rounding: str = ROUND_HALF_UP) -> None:
+        self.contract = contract
+        self._price_rounding = price_rounding
+
+    @property
+    def symbol(self) -> str:
+        """The contract's symbol."""
+        return self.contract.symbol
+
+    def round_price(self, price: Decimal) -> Decimal:
+        """Nearest multiple of the tick (half-up by default)."""
+        return round_to_step(price, self.contract.tick_size, self._price_rounding)
+
+    def round_qty(self, qty: Decimal) -> Decimal:
+        """Quantity rounded DOWN to the step: never trade more than asked."""
+        return round_to_step(qty, self.contract.step_size, ROUND_DOWN)
+
+    def check_minimums(self, qty: Decimal, price: Decimal | None, *, requested: Decimal | None = None) -> None:
+        """Raise :class:`OrderValidationError` when ``qty`` (already rounded) or its notional is too small.
+
+        ``requested`` is the quantity before rounding, quoted in the message when it differs.
+        """
+        c = self.contract
+        unit = c.asset or "coins"
+        shown = f"{qty}"
+        if requested is not None and requested != qty:
+            shown = f"{requested} (rounded down to {qty} at step {c.step_size})"
+        if qty <= 0 or (c.min_qty and qty < c.min_qty):
+            minimum = c.min_qty or c.step_size
+            raise OrderValidationError(
+                f"{c.symbol}: quantity {shown} is below the minimum {minimum} {unit}; refusing to send")
+        if price is not None and c.min_notional:
+            notional = qty * price
+            if notional < c.min_notional:
+                raise OrderValidationError(
+                    f"{c.symbol}: order value {notional.normalize():f} {c.currency} (quantity {qty} x price {price}) "
+                    f"is below the minimum {c.min_notional} {c.currency}; refusing to send")
+
+    def notional_price(self, req: OrderRequest, reference_price: Decimal | None) -> Decimal | None:
+        """The price the notional check uses: the limit price, the trigger price, or a reference."""
+        if req.type in _TRAILING_TYPES:
+            return reference_price
+        if req.price is not None and req.type not in _TRIGGERED_TYPES:
+            return req.price
+        if req.stop_price is not None:
+            return req.stop_price
+        return reference_price
+
+    def prepare(self, req: OrderRequest, *, reference_price: Decimal | None = None) -> OrderRequest:
+        """Return ``req`` rounded to the contract's tick/step, or raise if it cannot be sent.
+
+        ``reference_price`` (e.g. the last price) is needed for the notional check of market
+        orders; without it the notional check is skipped for them.
+        """
+        c = self.contract
+        if req.symbol != c.symbol:
+            raise OrderValidationError(f"order for {req.symbol} checked against {c.symbol} rules")
+        opening = not (req.reduce_only or req.close_position)
+        if opening and (not c.is_online or not c.api_open_allowed):
+            raise OrderValidationError(
+                f"{c.symbol}: the contract does not accept new positions through the API "
+                f"(status {c.status}, apiStateOpen {c.api_open_allowed}); refusing to send")
+        changes: dict[str, Any] = {}
+        for name in ("price", "stop_price", "activation_price"):
+            value = getattr(req, name)
+            if value is None:
+                continue
+            if value <= 0:
+                raise OrderValidationError(f"{c.symbol}: {name} must be positive, got {value}")
+            changes[name] = self.round_price(value)
+        for name in ("stop_loss", "take_profit"):
+            trigger = getattr(req, name)
+            if trigger is not None:
+                changes[name] = self._prepare_trigger(trigger, name)
+        prepared = dataclasses.replace(req, **changes) if changes else req
+        if prepared.close_position and prepared.quantity is None:
+            return prepared
+        if prepared.quantity is None:
+            raise OrderValidationError(f"{c.symbol}: {req.type} order needs a quantity")
+        qty = self.round_qty(prepared.quantity)
+        self.check_minimums(qty, self.notional_price(prepared, reference_price), requested=prepared.quantity)
+        return dataclasses.replace(prepared, quantity=qty) if qty != prepared.quantity else prepared
+
+    def _prepare_trigger(self, trigger: TriggerSpec, name: str) -> TriggerSpec:
+        if trigger.stop_price <= 0:
+            raise OrderValidationError(f"{self.symbol}: {name}.stop_price must be positive, got {trigger.stop_price}")
+        changes: dict[str, Any] = {"stop_price": self.round_price(trigger.stop_price)}
+        if trigger.price is not None:
+            changes["price"] = self.round_price(trigger.price)
+        if trigger.quantity is not None:
+            changes["quantity"] = self.round_qty(trigger.quantity)
+        return dataclasses.replace(trigger, **changes)
+
+
+class ContractCache:
+    """All contracts, loaded once and refreshed after ``ttl_s`` or when a symbol is unknown."""
+
+    def __init__(self, loader: Callable[[], Awaitable[list[Contract]]], *, ttl_s: float = 3600.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._loader = loader
+        self._ttl_s = ttl_s
+        self._mono = monotonic
+        self._by_symbol: dict[str, Contract] = {}
+        self._loaded_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    def store(self, contracts: Iterable[Contract]) -> None:
+        """Replace the cache content (called after any full contracts fetch)."""
+        self._by_symbol = {c.symbol: c for c in contracts}
+        self._loaded_at = self._mono()
+
+    def _fresh(self) -> bool:
+        return self._loaded_at is not None and self._mono() - self._loaded_at < self._ttl_s
+
+    async def refresh(self) -> None:
+        """Reload every contract (one request; concurrent callers share it)."""
+        requested = self._mono()
+        async with self._lock:
+            if self._loaded_at is not None and self._loaded_at >= requested:
+                return
+            self.store(await self._loader())
+            log.debug("loaded %d BingX contracts", len(self._by_symbol))
+
+    async def get(self, symbol: str) -> Contract:
+        """The contract for ``symbol``; raises :class:`OrderValidationError` if BingX does not list it."""
+        if not self._fresh() or symbol not in self._by_symbol:
+            await self.refresh()
+        try:
+            return self._by_symbol[symbol]
+        except KeyError:
+            raise OrderValidationError(
+                f"{symbol}: BingX lists no such perpetual contract (symbols look like BTC-USDT)") from None
+
+    async def rules(self, symbol: str) -> ContractRules:
+        """:class:`ContractRules` for ``symbol``."""
+        return ContractRules(await self.get(symbol))
