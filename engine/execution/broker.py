@@ -1,0 +1,962 @@
+"""``ExecutionBroker``: the ``engine.trading.Broker`` of paper and live trading (one code path, two venues).
+
+The per-symbol ``SymbolEngine`` stays synchronous and decides everything (entries, partials,
+trailing steps, stop and target) from closed candles. This broker turns its decisions into
+orders on a :class:`~engine.execution.venue.Venue` and reports the fills back through
+``engine.on_entry_filled`` / ``on_exit_filled`` / ``on_entry_failed``:
+
+* every engine call (``submit_entry``, ``submit_exit``, ``move_stop``) and every venue update is
+  queued and processed by ONE worker task, in order, so orders and fills of a trade never race;
+* entry: pre-trade gate (the risk manager's hook) -> hedge mode and leverage once per symbol ->
+  trade row PENDING -> order row CREATED -> SENT -> MARKET entry with the stop-loss and
+  take-profit attached (so the exchange protects the position from its first fill);
+* entry filled: the engine replans stop/target from the fill price; the attached orders are
+  replaced when the replanned levels differ (new order first, then cancel the old one: never an
+  unprotected moment);
+* partial exits: MARKET orders on the closing side of the hedge position; afterwards stop and
+  target are resized to the remaining quantity (again place-then-cancel);
+* trailing: the stop is replaced (place-then-cancel); a rejected stop closes the trade at market
+  and raises an alert;
+* stop / target: they live on the exchange. When the exchange fills one, the trade is closed
+  from that fill (the engine's trade manager is told). When the engine sees a stop or target
+  traded first, the broker waits ``exit_grace_s`` for the exchange's fill and closes at market
+  only if the position is still there;
+* an order whose placement outcome is unknown is never resent from here: entries halt, an alert
+  goes out, and the order tracker resolves it by lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
+
+from db.models import Order, OrderIntent, OrderStatus, Signal, SignalFate, Trade, TradeExit, TradeState
+from engine.exchange.bingx import new_client_order_id
+from engine.execution.order_store import FINAL_STATUSES, OrderStore, RecordedFill
+from engine.execution.positions import TradeStore, dec
+from engine.execution.venue import ExecMode, OrderSpec, PlacementRejected, PlacementUnknown, Venue, VenueUpdate
+from engine.trading.engine import SymbolEngine
+from engine.trading.manager import ExitIntent, ExitKind, StopMove
+from engine.trading.positions import Fill, Position, PositionState
+from strategies.base import Side
+from strategies.generator import Fate, SignalRecord
+
+if TYPE_CHECKING:
+    from engine.execution.recovery import RecoveryReport
+
+logger = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+PROTECTIVE_TYPES = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
+
+
+@dataclass(frozen=True, slots=True)
+class TradeRequest:
+    """An entry the engine wants to place, as the pre-trade gate (risk manager) sees it."""
+
+    mode: str
+    symbol: str
+    strategy: str
+    side: str  # LONG / SHORT
+    qty: Decimal
+    entry: float
+    stop: float
+    target: float
+    risk_amount: float  # qty * |entry - stop|
+    notional: float
+    equity: float
+    time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    """The gate's answer: ``allowed`` or a veto with its reason (stored with the signal)."""
+
+    allowed: bool
+    reason: str = ""
+
+
+PreTradeGate = Callable[[TradeRequest], Awaitable[GateDecision]]
+AlertHook = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Protective:
+    """A stop-loss or take-profit order working on the venue for a trade."""
+
+    order_id: int  # DB id
+    exchange_order_id: str
+    price: Decimal
+    qty: Decimal
+
+
+@dataclass(slots=True)
+class TradeCtx:
+    """In-memory state of one trade from its entry decision to its close."""
+
+    trade_id: str
+    symbol: str
+    position: Position
+    engine: SymbolEngine
+    side: str  # LONG / SHORT (hedge position side)
+    db_trade: Trade | None = None
+    entry_order: Order | None = None
+    attached_stop: Decimal | None = None
+    attached_target: Decimal | None = None
+    stop: Protective | None = None
+    target: Protective | None = None
+    stop_level: float | None = None
+    target_level: float | None = None
+    trailed: bool = False
+    open_qty: Decimal = ZERO
+    fills: dict[int, list[RecordedFill]] = field(default_factory=dict)  # DB order id -> fills not yet reported
+    exit_intents: dict[int, ExitIntent] = field(default_factory=dict)  # our market exits by DB order id
+    expecting: ExitIntent | None = None
+    closed: bool = False
+    failed: bool = False
+
+    @property
+    def strategy(self) -> str:
+        """The strategy that opened it."""
+        return self.position.strategy
+
+    @property
+    def closing_side(self) -> str:
+        """BUY/SELL that reduces this hedge position."""
+        return "SELL" if self.side == "LONG" else "BUY"
+
+
+def round_to_tick(value: float | Decimal, tick: Decimal) -> Decimal:
+    """Nearest multiple of ``tick`` (half up), as the exchange client rounds prices."""
+    return ((dec(value) / tick).to_integral_value(rounding=ROUND_HALF_UP) * tick).quantize(tick)
+
+
+class SymbolBroker:
+    """The ``engine.trading.Broker`` one ``SymbolEngine`` talks to (adds the symbol to each call)."""
+
+    def __init__(self, broker: "ExecutionBroker", symbol: str) -> None:
+        self.broker = broker
+        self.symbol = symbol
+
+    def equity(self, mark_price: float) -> float:
+        """Wallet plus open positions (this symbol marked at ``mark_price``)."""
+        return self.broker.equity(self.symbol, mark_price)
+
+    def submit_entry(self, position: Position, reference_price: float, time_ms: int) -> Fill | None:
+        """Queue the entry; the fill comes back through ``engine.on_entry_filled``."""
+        self.broker.submit_entry(self.symbol, position, reference_price, time_ms)
+        return None
+
+    def submit_exit(self, position: Position, intent: ExitIntent, time_ms: int) -> Fill | None:
+        """Queue the exit; the fill comes back through ``engine.on_exit_filled``."""
+        self.broker.submit_exit(self.symbol, position, intent, time_ms)
+        return None
+
+    def move_stop(self, position: Position, move: StopMove, time_ms: int) -> None:
+        """Queue the replacement of the exchange stop."""
+        self.broker.move_stop(self.symbol, position, move, time_ms)
+
+
+class ExecutionBroker:
+    """Orders, fills and positions for every symbol of one process, on one venue."""
+
+    def __init__(
+        self,
+        venue: Venue,
+        *,
+        leverage: int = 1,
+        pre_trade_gate: PreTradeGate | None = None,
+        on_alert: AlertHook | None = None,
+        exit_grace_s: float = 5.0,
+        settle_timeout_s: float = 10.0,
+    ) -> None:
+        self.venue = venue
+        self.mode = venue.mode.value
+        self.leverage = max(1, int(leverage))
+        self.pre_trade_gate = pre_trade_gate
+        self.on_alert = on_alert
+        self.exit_grace_s = exit_grace_s
+        self.settle_timeout_s = settle_timeout_s
+        self.orders = OrderStore(self.mode)
+        self.trades = TradeStore(self.mode)
+        self.engines: dict[str, SymbolEngine] = {}
+        self.last_price: dict[str, float] = {}
+        self.halted_reason: str | None = None
+        self.wallet = ZERO
+        self._ctx: dict[str, TradeCtx] = {}  # open or pending trades by engine trade id
+        self._route: dict[int, tuple[TradeCtx, str]] = {}  # DB order id -> (trade, role: entry/stop/target/exit)
+        self._cancelled_by_us: set[int] = set()
+        self._awaiting: set[int] = set()  # market orders whose executions are still to be booked
+        self._prepared: set[str] = set()
+        self._queue: asyncio.Queue[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._timers: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        venue.set_update_callback(self.on_venue_update)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _log_extra(self, ctx: TradeCtx | None = None, **more: Any) -> dict[str, Any]:
+        extra: dict[str, Any] = {"mode": self.mode}
+        if ctx is not None:
+            extra.update(symbol=ctx.symbol, strategy=ctx.strategy, trade_id=ctx.trade_id)
+        extra.update(more)
+        return extra
+
+    async def start(self) -> None:
+        """Read the wallet and start the worker."""
+        if self.venue.mode is ExecMode.LIVE:
+            logger.warning("*** LIVE MODE: real orders will be sent to the exchange ***", extra=self._log_extra())
+        self.wallet = await self.venue.wallet_balance()
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._work(), name=f"execution-{self.mode}")
+        logger.info("[%s] execution broker started, wallet %s", self.mode.upper(), self.wallet, extra=self._log_extra())
+
+    async def stop(self) -> None:
+        """Stop the worker (orders on the exchange stay where they are: stops keep protecting)."""
+        for timer in list(self._timers):
+            timer.cancel()
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+
+    def register(self, engine: SymbolEngine) -> SymbolBroker:
+        """Attach the engine of ``engine.symbol`` (it receives the fills); returns its broker view."""
+        self.engines[engine.symbol] = engine
+        return SymbolBroker(self, engine.symbol)
+
+    def for_symbol(self, symbol: str) -> SymbolBroker:
+        """The broker view for an engine about to be created (call :meth:`register` once it exists)."""
+        return SymbolBroker(self, symbol)
+
+    def halt(self, reason: str) -> None:
+        """Refuse new entries until :meth:`resume` (exits and stops keep working)."""
+        if self.halted_reason is None:
+            self.halted_reason = reason
+            logger.error("[%s] entries halted: %s", self.mode.upper(), reason, extra=self._log_extra())
+
+    def resume(self) -> None:
+        """Allow entries again (an operator's decision)."""
+        self.halted_reason = None
+
+    @property
+    def active_trades(self) -> list[TradeCtx]:
+        """Pending or open trades."""
+        return list(self._ctx.values())
+
+    async def settle(self, timeout_s: float | None = None) -> bool:
+        """Wait until queued work is done and placed market orders are booked; False on timeout."""
+        deadline = asyncio.get_running_loop().time() + (timeout_s if timeout_s is not None else self.settle_timeout_s)
+        while True:
+            await self._wait_idle(deadline)
+            if not self._awaiting and self._queue.empty():
+                return True
+            if asyncio.get_running_loop().time() >= deadline:
+                logger.warning("[%s] settle timed out with %d order(s) awaiting executions", self.mode.upper(), len(self._awaiting),
+                               extra=self._log_extra())
+                return False
+            await asyncio.sleep(0.005)
+
+    async def _wait_idle(self, deadline: float) -> None:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._queue.join(), remaining)
+        except asyncio.TimeoutError:
+            pass
+
+    # -- engine side (synchronous: queue and return) ---------------------------------------------
+
+    def equity(self, symbol: str, mark_price: float) -> float:
+        """Wallet balance plus the unrealised PnL of open trades (``symbol`` at ``mark_price``)."""
+        equity = float(self.wallet)
+        for ctx in self._ctx.values():
+            manager = ctx.position.manager
+            if manager is None or ctx.open_qty <= 0:
+                continue
+            price = mark_price if ctx.symbol == symbol else self.last_price.get(ctx.symbol)
+            if price is not None:
+                entry = ctx.position.entry
+                assert entry is not None
+                equity += (price - entry.price) * ctx.position.signal.side.sign * float(ctx.open_qty)
+        return equity
+
+    def submit_entry(self, symbol: str, position: Position, reference_price: float, time_ms: int) -> None:
+        """Queue an entry decided by the engine of ``symbol``."""
+        engine = self.engines[symbol]
+        side = "LONG" if position.signal.side is Side.LONG else "SHORT"
+        ctx = TradeCtx(position.trade_id, symbol, position, engine, side)
+        self._ctx[position.trade_id] = ctx
+        self._enqueue(f"entry {position.trade_id}", lambda: self._open(ctx, reference_price, time_ms))
+
+    def submit_exit(self, symbol: str, position: Position, intent: ExitIntent, time_ms: int) -> None:
+        """Queue an exit decided by the engine."""
+        ctx = self._ctx.get(position.trade_id)
+        if ctx is None:
+            logger.error("[%s] exit for unknown trade %s ignored", self.mode.upper(), position.trade_id, extra=self._log_extra())
+            return
+        if intent.kind is ExitKind.PARTIAL:
+            self._enqueue(f"partial {ctx.trade_id}", lambda: self._market_exit(ctx, intent, OrderIntent.PARTIAL_EXIT))
+        elif intent.kind is ExitKind.CLOSE:
+            self._enqueue(f"close {ctx.trade_id}", lambda: self._market_exit(ctx, intent, OrderIntent.CLOSE))
+        else:
+            self._enqueue(f"expect {ctx.trade_id}", lambda: self._expect_exchange_exit(ctx, intent))
+
+    def move_stop(self, symbol: str, position: Position, move: StopMove, time_ms: int) -> None:
+        """Queue a trailing step."""
+        ctx = self._ctx.get(position.trade_id)
+        if ctx is not None:
+            self._enqueue(f"trail {ctx.trade_id}", lambda: self._trail(ctx, move))
+
+    def record_signal(self, record: SignalRecord) -> None:
+        """Queue storing a signal and its fate (entries store theirs first; a veto there wins)."""
+        self._enqueue("signal", lambda: self._store_signal(record))
+
+    def close_trade(self, trade_id: str, reason: str = "manual") -> bool:
+        """Close one open trade at market (chat command, shutdown); False when it is not open."""
+        ctx = self._ctx.get(trade_id)
+        if ctx is None or ctx.position.manager is None:
+            return False
+        intent = ctx.position.manager.close(self.last_price.get(ctx.symbol, ctx.position.plan.entry if ctx.position.plan else 0.0))
+        if intent is None:
+            return False
+        intent = ExitIntent(ExitKind.CLOSE, intent.qty, intent.price, reason, True)
+        self._enqueue(f"close {trade_id}", lambda: self._market_exit(ctx, intent, OrderIntent.CLOSE))
+        return True
+
+    # -- restart recovery ------------------------------------------------------------------------
+
+    async def recover(self, strategies: Any) -> "RecoveryReport":
+        """Reload the trades a previous run left PENDING/OPEN/CLOSING (call after reconciliation, before trading).
+
+        Every open trade goes back into its engine (position, plan, manager state) and into the
+        broker with its working stop and target; each protective order is looked up on the venue
+        (one the venue no longer has is re-placed, a fill that happened while we were down is
+        booked). A pending entry whose order filled is opened from the fill; one that never filled
+        ends as failed; one whose state is still unknown halts entries. Nothing is ever resent blindly.
+        """
+        from engine.execution.recovery import RecoveryReport
+
+        report = RecoveryReport()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def job() -> None:
+            # on the worker, like every other order change: no venue update can interleave with it
+            try:
+                await self._recover(strategies, report)
+            except BaseException as exc:
+                done.set_exception(exc)
+                raise
+            else:
+                done.set_result(None)
+
+        self._enqueue("recover", job)
+        await done
+        if report.problems:
+            self.halt("recovery: " + "; ".join(report.problems)[:200])
+            await self._alert("halt", "restart recovery could not explain: " + "; ".join(report.problems), {})
+        return report
+
+    async def _recover(self, strategies: Any, report: "RecoveryReport") -> None:
+        from engine.execution import recovery as rec
+
+        for trade in await self.trades.open_trades():
+            engine = self.engines.get(trade.symbol)
+            label = f"trade {trade.id} {trade.symbol} {trade.strategy} {trade.side}"
+            if engine is None:
+                report.problems.append(f"{label}: symbol no longer configured; its position is not managed")
+                continue
+            orders = await Order.filter(trade_id=trade.id).order_by("id")
+            entry = next((o for o in orders if o.intent is OrderIntent.ENTRY), None)
+            signal = await rec.load_signal(trade, strategies)
+            trade_id = rec.engine_trade_id(trade, signal.time_ms)
+            side = "LONG" if trade.side.upper() == "LONG" else "SHORT"
+            if trade.state is TradeState.PENDING:
+                if entry is None or (entry.status in FINAL_STATUSES and entry.filled_qty <= 0):
+                    await self.trades.mark_failed(trade, "entry never filled (found at restart)")
+                    report.failed_entries.append(label)
+                    continue
+                if entry.status not in FINAL_STATUSES:
+                    report.problems.append(f"{label}: entry order {entry.client_order_id} is {entry.status.value}")
+                    continue
+                position = Position(trade_id, signal, entry.filled_qty)
+                ctx = TradeCtx(trade_id, trade.symbol, position, engine, side, db_trade=trade, entry_order=entry,
+                               attached_stop=Decimal(trade.stop), attached_target=Decimal(trade.target))
+                engine.positions[trade_id] = position
+                self._ctx[trade_id] = ctx
+                self._route[entry.id] = (ctx, "entry")
+                await self._entry_filled(ctx, entry)  # plans from the fill, marks the trade open, protects it
+                report.restored.append(f"{label}: entry filled while away, opened {entry.filled_qty} @ {entry.avg_price}")
+                continue
+            if trade.entry_price is None or trade.qty <= 0:
+                report.problems.append(f"{label}: {trade.state.value} without entry price or quantity")
+                continue
+            exits = await TradeExit.filter(trade_id=trade.id).order_by("id")
+            plan = rec.rebuild_plan(trade, strategies)
+            manager = rec.rebuild_manager(plan, trade, exits, engine.contract)
+            position = await rec.rebuild_position(trade, entry, trade_id, signal, plan, manager, exits)
+            management = trade.management or {}
+            ctx = TradeCtx(trade_id, trade.symbol, position, engine, side, db_trade=trade, entry_order=entry,
+                           stop_level=manager.stop, target_level=float(management.get("target_level") or trade.target),
+                           trailed=manager.trailed, open_qty=Decimal(trade.qty))
+            engine.positions[trade_id] = position
+            self._ctx[trade_id] = ctx
+            restore = getattr(self.venue, "restore_position", None)
+            if restore is not None:  # paper: the simulated account lives in memory; put the position back
+                restore(trade.symbol, side, Decimal(trade.qty), Decimal(trade.entry_price))
+            for order in orders:
+                if order.status in FINAL_STATUSES or order.intent not in (OrderIntent.STOP_LOSS, OrderIntent.TAKE_PROFIT):
+                    continue
+                role = "stop" if order.intent is OrderIntent.STOP_LOSS else "target"
+                self._route[order.id] = (ctx, role)
+                if order.exchange_order_id is None:
+                    continue  # never acknowledged: reconciliation (live) resolves it; the lookup below covers paper
+                protective = Protective(order.id, order.exchange_order_id, Decimal(order.stop_price or 0), Decimal(order.quantity))
+                current = ctx.stop if role == "stop" else ctx.target
+                if current is not None:
+                    # two working copies (a crash between place and cancel): keep the newer one, cancel the older
+                    await self._cancel(ctx, current)
+                if role == "stop":
+                    ctx.stop = protective
+                else:
+                    ctx.target = protective
+            report.restored.append(f"{label}: {ctx.open_qty} @ {trade.entry_price}, stop {ctx.stop_level}")
+            logger.warning("[%s] recovered %s: %s open, stop order %s, target order %s", self.mode.upper(), trade_id, ctx.open_qty,
+                           ctx.stop.exchange_order_id if ctx.stop else None, ctx.target.exchange_order_id if ctx.target else None,
+                           extra=self._log_extra(ctx))
+        for ctx in list(self._ctx.values()):
+            if ctx.closed or ctx.position.state is not PositionState.OPEN:
+                continue
+            await self._verify_protection(ctx, report)
+
+    async def _verify_protection(self, ctx: TradeCtx, report: "RecoveryReport") -> None:
+        """Look each protective order up on the venue; book what happened while away; re-place what is gone."""
+        before = (ctx.stop.exchange_order_id if ctx.stop else None, ctx.target.exchange_order_id if ctx.target else None)
+        for role in ("stop", "target"):
+            protective = ctx.stop if role == "stop" else ctx.target
+            if protective is None or ctx.closed:
+                continue
+            update = await self.venue.query(ctx.symbol, exchange_order_id=protective.exchange_order_id)
+            order = await Order.get(id=protective.order_id)
+            if update is None:
+                # the venue does not know it (paper after a restart, or gone on the exchange): it protects nothing
+                await self.orders.set_status(order, OrderStatus.CANCELLED, "lookup", error="not on the venue at restart")
+                self._route.pop(order.id, None)
+                if role == "stop":
+                    ctx.stop = None
+                else:
+                    ctx.target = None
+                continue
+            await self._apply(order, dataclass_replace(update, source="lookup"))
+        if ctx.closed:
+            report.closed.append(f"{ctx.trade_id}: closed by its exchange order while the bot was away")
+            return
+        await self._protect(ctx)
+        after = (ctx.stop.exchange_order_id if ctx.stop else None, ctx.target.exchange_order_id if ctx.target else None)
+        for role, old, new in (("stop", before[0], after[0]), ("target", before[1], after[1])):
+            if new is not None and new != old:
+                report.protective_replaced.append(f"{ctx.trade_id}: {role} {old or 'missing'} -> {new}")
+                await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the {role} was missing at restart; re-placed "
+                                  f"({new})", {"trade_id": ctx.trade_id})
+
+    # -- venue side --------------------------------------------------------------------------------
+
+    async def on_venue_update(self, update: VenueUpdate) -> None:
+        """Every order report of the venue (stream, poll, paper): queued behind earlier work."""
+        self._enqueue(f"update {update.exchange_order_id}", lambda: self._handle_update(update))
+
+    def on_funding(self, symbol: str | None, amount: Decimal) -> None:
+        """A funding payment (negative = paid): attributed to the open trades of ``symbol`` by quantity."""
+        self._enqueue("funding", lambda: self._book_funding(symbol, amount))
+
+    # -- the worker ---------------------------------------------------------------------------------
+
+    def _enqueue(self, what: str, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._queue.put_nowait((what, job))
+
+    async def _work(self) -> None:
+        while True:
+            what, job = await self._queue.get()
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one failed job must not stop execution for every symbol
+                logger.exception("[%s] execution job %r failed", self.mode.upper(), what, extra=self._log_extra())
+                await self._alert("error", f"execution job {what} failed: {type(exc).__name__}: {exc}", {})
+            finally:
+                self._queue.task_done()
+
+    async def _alert(self, event_type: str, text: str, payload: dict[str, Any]) -> None:
+        message = f"[{self.mode.upper()}] {text}"
+        level = logging.ERROR if event_type in ("error", "halt") else logging.INFO
+        logger.log(level, message, extra=self._log_extra(event=event_type))
+        if self.on_alert is not None:
+            try:
+                await self.on_alert(event_type, message, {"mode": self.mode, **payload})
+            except Exception:  # alert delivery problems must not break execution
+                logger.exception("alert hook failed", extra=self._log_extra())
+
+    # -- entries ------------------------------------------------------------------------------------
+
+    async def _open(self, ctx: TradeCtx, reference_price: float, time_ms: int) -> None:
+        position = ctx.position
+        signal = position.signal
+        extra = self._log_extra(ctx)
+        signal_row = await self._signal_row(signal, SignalFate.TAKEN, "")
+        reason = self._entry_blocker(ctx)
+        if reason is None and self.pre_trade_gate is not None:
+            equity = self.equity(ctx.symbol, reference_price)
+            request = TradeRequest(
+                self.mode, ctx.symbol, ctx.strategy, ctx.side, position.qty, signal.entry, signal.stop, signal.target,
+                float(position.qty) * abs(signal.entry - signal.stop), float(position.qty) * reference_price, equity, time_ms,
+            )
+            decision = await self.pre_trade_gate(request)
+            if not decision.allowed:
+                reason = f"risk: {decision.reason}"
+        if reason is None:
+            try:
+                await self._prepare_symbol(ctx.symbol)
+            except Exception as exc:
+                reason = f"cannot set position mode/leverage: {exc}"
+        if reason is not None:
+            signal_row.fate = SignalFate.REJECTED
+            signal_row.reason = reason[:255]
+            await signal_row.save(update_fields=["fate", "reason"])
+            await self._entry_failed(ctx, reason, alert_type="risk_rejection")
+            return
+        tick = self.venue.price_tick(ctx.symbol)
+        ctx.attached_stop = round_to_tick(signal.stop, tick)
+        ctx.attached_target = round_to_tick(signal.target, tick)
+        management = {"entry_reference": reference_price}
+        ctx.db_trade = await self.trades.create_pending(
+            symbol=ctx.symbol, strategy=ctx.strategy, side=ctx.side, qty=position.qty, stop=signal.stop, target=signal.target,
+            risk_per_unit=abs(signal.entry - signal.stop), signal_id=signal_row.id, management=management,
+        )
+        spec = OrderSpec(
+            symbol=ctx.symbol, side="BUY" if ctx.side == "LONG" else "SELL", position_side=ctx.side, order_type="MARKET",
+            quantity=position.qty, client_order_id=new_client_order_id("en"), attached_stop=ctx.attached_stop,
+            attached_target=ctx.attached_target, reference_price=dec(reference_price),
+        )
+        order = await self.orders.create(spec, OrderIntent.ENTRY, ctx.db_trade.id,
+                                         detail={"stop_loss": str(ctx.attached_stop), "take_profit": str(ctx.attached_target)})
+        ctx.entry_order = order
+        self._route[order.id] = (ctx, "entry")
+        logger.info("[%s] entry %s %s %s qty %s (ref %s, stop %s, target %s)", self.mode.upper(), ctx.symbol, ctx.strategy,
+                    ctx.side, position.qty, reference_price, ctx.attached_stop, ctx.attached_target,
+                    extra={**extra, "client_order_id": spec.client_order_id})
+        update = await self._send(order, spec, ctx)
+        if update is not None:
+            self._awaiting.add(order.id)
+            await self._apply(order, update)
+
+    def _entry_blocker(self, ctx: TradeCtx) -> str | None:
+        if self.halted_reason is not None:
+            return f"entries halted: {self.halted_reason}"
+        for other in self._ctx.values():
+            if other is not ctx and other.symbol == ctx.symbol and other.side == ctx.side and not other.closed and not other.failed:
+                # hedge mode has ONE position per symbol and side: two trades in it could not be told apart
+                return f"a {ctx.side} position on {ctx.symbol} is already held by {other.strategy}"
+        return None
+
+    async def _prepare_symbol(self, symbol: str) -> None:
+        if symbol not in self._prepared:
+            await self.venue.prepare_symbol(symbol, self.leverage)
+            self._prepared.add(symbol)
+
+    async def _send(self, order: Order, spec: OrderSpec, ctx: TradeCtx) -> VenueUpdate | None:
+        """Place a stored order. Returns the venue's answer, or None when refused / unknown (handled here)."""
+        await self.orders.set_status(order, OrderStatus.SENT, "placement")
+        try:
+            return await self.venue.place(spec)
+        except PlacementRejected as exc:
+            await self.orders.set_status(order, OrderStatus.REJECTED, "placement", error=exc.reason)
+            logger.warning("[%s] order %s rejected: %s", self.mode.upper(), spec.client_order_id, exc.reason,
+                           extra=self._log_extra(ctx, client_order_id=spec.client_order_id))
+            await self._rejected(ctx, order, exc.reason)
+            return None
+        except PlacementUnknown as exc:
+            await self.orders.set_status(order, OrderStatus.UNKNOWN, "placement", error=str(exc))
+            self.halt(f"order {spec.client_order_id} on {spec.symbol} has an unknown state")
+            await self._alert("halt", f"order {spec.client_order_id} ({order.intent.value}) on {spec.symbol}: outcome unknown, "
+                              f"entries halted until it is resolved ({exc})", {"client_order_id": spec.client_order_id})
+            return None
+
+    async def _rejected(self, ctx: TradeCtx, order: Order, reason: str) -> None:
+        role = self._route.get(order.id, (ctx, "exit"))[1]
+        if role == "entry":
+            await self._entry_failed(ctx, f"rejected by the exchange: {reason}", alert_type="error")
+        elif role == "stop":
+            await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange rejected the stop ({reason}); closing at market",
+                              {"trade_id": ctx.trade_id})
+            await self._emergency_close(ctx, "stop rejected")
+        elif role == "target":
+            await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange rejected the take-profit ({reason}); "
+                              "the engine closes at the target instead", {"trade_id": ctx.trade_id})
+
+    async def _entry_failed(self, ctx: TradeCtx, reason: str, *, alert_type: str) -> None:
+        ctx.failed = True
+        self._ctx.pop(ctx.trade_id, None)
+        if ctx.db_trade is not None:
+            await self.trades.mark_failed(ctx.db_trade, reason)
+        ctx.engine.on_entry_failed(ctx.trade_id, reason)
+        await self._alert(alert_type, f"entry {ctx.symbol} {ctx.strategy} {ctx.side} not opened: {reason}", {"trade_id": ctx.trade_id})
+
+    # -- updates --------------------------------------------------------------------------------------
+
+    async def _handle_update(self, update: VenueUpdate) -> None:
+        order = await self.orders.find(client_order_id=update.client_order_id or None, exchange_order_id=update.exchange_order_id)
+        if order is None:
+            order = await self._adopt(update)
+            if order is None:
+                logger.info("[%s] update for an order this bot did not place (%s %s %s) ignored", self.mode.upper(),
+                            update.symbol, update.order_type, update.exchange_order_id, extra=self._log_extra(symbol=update.symbol))
+                return
+        await self._apply(order, update)
+
+    async def _adopt(self, update: VenueUpdate) -> Order | None:
+        """An attached stop-loss / take-profit the venue created when an entry filled."""
+        if update.client_order_id or update.order_type not in PROTECTIVE_TYPES:
+            return None
+        for ctx in self._ctx.values():
+            if ctx.symbol != update.symbol or ctx.side != update.position_side or ctx.closed:
+                continue
+            is_stop = update.order_type == "STOP_MARKET"
+            level = ctx.attached_stop if is_stop else ctx.attached_target
+            if level is None or update.stop_price != level:
+                continue
+            intent = OrderIntent.STOP_LOSS if is_stop else OrderIntent.TAKE_PROFIT
+            order = await self.orders.adopt(update, intent, ctx.db_trade.id if ctx.db_trade else None)
+            role = "stop" if is_stop else "target"
+            self._route[order.id] = (ctx, role)
+            protective = Protective(order.id, update.exchange_order_id, update.stop_price, update.quantity)
+            if is_stop and ctx.stop is None:
+                ctx.stop = protective
+            elif not is_stop and ctx.target is None:
+                ctx.target = protective
+            elif update.status not in FINAL_STATUSES:
+                # a second copy would be a duplicate protective order: keep the one we track, cancel this
+                self._cancelled_by_us.add(order.id)
+                await self.venue.cancel(ctx.symbol, update.exchange_order_id)
+            logger.info("[%s] attached %s %s of %s adopted", self.mode.upper(), role, update.exchange_order_id, ctx.trade_id,
+                        extra=self._log_extra(ctx))
+            return order
+        return None
+
+    async def _apply(self, order: Order, update: VenueUpdate) -> None:
+        derive = update.source in ("poll", "lookup")
+        fills = await self.orders.apply(order, update, derive_fills=derive)
+        route = self._route.get(order.id)
+        if order.status in FINAL_STATUSES:
+            self._awaiting.discard(order.id)
+        if route is None:
+            return
+        ctx, role = route
+        if fills:
+            ctx.fills.setdefault(order.id, []).extend(fills)
+        if order.status not in FINAL_STATUSES:
+            return
+        if role == "entry":
+            if ctx.position.state is PositionState.PENDING and not ctx.failed:
+                if order.filled_qty > 0:
+                    await self._entry_filled(ctx, order)
+                else:
+                    await self._entry_failed(ctx, f"entry order {order.status.value}", alert_type="error")
+            return
+        self._route.pop(order.id, None)
+        if order.filled_qty > 0:
+            await self._exit_filled(ctx, order, role)
+        elif role in ("stop", "target") and order.id not in self._cancelled_by_us and not ctx.closed:
+            current = ctx.stop if role == "stop" else ctx.target
+            if current is not None and current.order_id == order.id:
+                if await self.venue.position_qty(ctx.symbol, ctx.side) <= 0:
+                    # flat: close-only orders die with the position; the exit that flattened it is on its way
+                    await self._lookup_sibling(ctx, order.id)
+                    return
+                # the venue dropped our protection (expired, cancelled outside the bot): put it back
+                if role == "stop":
+                    ctx.stop = None
+                else:
+                    ctx.target = None
+                await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange {order.status.value} the {role} "
+                                  f"{order.exchange_order_id}; placing it again", {"trade_id": ctx.trade_id})
+                await self._protect(ctx)
+
+    async def _lookup_sibling(self, ctx: TradeCtx, gone_order_id: int) -> None:
+        """Book at once the protective order that closed the position (its report may lag)."""
+        for protective in (ctx.stop, ctx.target):
+            if protective is None or protective.order_id == gone_order_id or ctx.closed:
+                continue
+            update = await self.venue.query(ctx.symbol, exchange_order_id=protective.exchange_order_id)
+            if update is not None:
+                await self._apply(await Order.get(id=protective.order_id), dataclass_replace(update, source="lookup"))
+
+    async def _entry_filled(self, ctx: TradeCtx, order: Order) -> None:
+        fills = ctx.fills.pop(order.id, [])
+        fee = sum((f.fee for f in fills), ZERO)
+        time_ms = max((f.time_ms for f in fills), default=0)
+        assert order.avg_price is not None
+        ctx.engine.on_entry_filled(ctx.trade_id, Fill(float(order.avg_price), order.filled_qty, float(fee), time_ms))
+        plan = ctx.position.plan
+        assert plan is not None and ctx.db_trade is not None
+        ctx.open_qty = order.filled_qty
+        ctx.stop_level = plan.stop
+        ctx.target_level = plan.target
+        await self.trades.mark_open(ctx.db_trade, entry_price=order.avg_price, qty=order.filled_qty, stop=plan.stop,
+                                    target=plan.target, risk_per_unit=plan.risk_per_unit, time_ms=time_ms,
+                                    management=self._management(ctx))
+        await self._alert("entry", f"{ctx.symbol} {ctx.strategy} {ctx.side} opened: {order.filled_qty} @ {order.avg_price}, "
+                          f"stop {round_to_tick(plan.stop, self.venue.price_tick(ctx.symbol))}, "
+                          f"target {round_to_tick(plan.target, self.venue.price_tick(ctx.symbol))}", {"trade_id": ctx.trade_id})
+        await self._discover_attached(ctx)
+        await self._protect(ctx)
+        await self._refresh_wallet()
+
+    async def _discover_attached(self, ctx: TradeCtx) -> None:
+        """The attached SL/TP may not have been reported yet: look at the working orders once."""
+        if ctx.stop is not None and ctx.target is not None:
+            return
+        for update in await self.venue.open_orders(ctx.symbol):
+            if not update.client_order_id and update.order_type in PROTECTIVE_TYPES and update.position_side == ctx.side:
+                existing = await self.orders.find(exchange_order_id=update.exchange_order_id)
+                if existing is None:
+                    await self._adopt(dataclass_replace(update, source="lookup"))
+
+    # -- protection -----------------------------------------------------------------------------------
+
+    def _management(self, ctx: TradeCtx) -> dict[str, Any]:
+        return {
+            "stop_order": ctx.stop.exchange_order_id if ctx.stop else None,
+            "target_order": ctx.target.exchange_order_id if ctx.target else None,
+            "stop_level": ctx.stop_level,
+            "target_level": ctx.target_level,
+            "trailed": ctx.trailed,
+            "open_qty": str(ctx.open_qty),
+        }
+
+    async def _protect(self, ctx: TradeCtx) -> None:
+        """Make the exchange stop and target match the plan and the open quantity (place new, then cancel old)."""
+        if ctx.closed or ctx.open_qty <= 0 or ctx.stop_level is None:
+            return
+        tick = self.venue.price_tick(ctx.symbol)
+        want_stop = round_to_tick(ctx.stop_level, tick)
+        current = ctx.stop
+        if current is None or current.price != want_stop or current.qty != ctx.open_qty:
+            placed = await self._place_protective(ctx, "stop", want_stop)
+            if placed is None:
+                return  # rejected: the trade is being closed at market
+            ctx.stop = placed
+            if current is not None:
+                await self._cancel(ctx, current)
+        if ctx.closed or ctx.target_level is None:
+            return
+        want_target = round_to_tick(ctx.target_level, tick)
+        current = ctx.target
+        if current is None or current.price != want_target or current.qty != ctx.open_qty:
+            placed = await self._place_protective(ctx, "target", want_target)
+            if placed is not None:
+                ctx.target = placed
+                if current is not None:
+                    await self._cancel(ctx, current)
+        if ctx.db_trade is not None:
+            await self.trades.set_management(ctx.db_trade, self._management(ctx))
+
+    async def _place_protective(self, ctx: TradeCtx, role: str, price: Decimal) -> Protective | None:
+        is_stop = role == "stop"
+        spec = OrderSpec(
+            symbol=ctx.symbol, side=ctx.closing_side, position_side=ctx.side,
+            order_type="STOP_MARKET" if is_stop else "TAKE_PROFIT_MARKET", quantity=ctx.open_qty,
+            client_order_id=new_client_order_id("sl" if is_stop else "tp"), stop_price=price,
+        )
+        order = await self.orders.create(spec, OrderIntent.STOP_LOSS if is_stop else OrderIntent.TAKE_PROFIT,
+                                         ctx.db_trade.id if ctx.db_trade else None)
+        self._route[order.id] = (ctx, role)
+        update = await self._send(order, spec, ctx)
+        if update is None:
+            self._route.pop(order.id, None)
+            return None
+        await self.orders.apply(order, update, derive_fills=False)
+        logger.info("[%s] %s %s placed at %s for %s", self.mode.upper(), role, spec.client_order_id, price, ctx.open_qty,
+                    extra=self._log_extra(ctx, client_order_id=spec.client_order_id))
+        return Protective(order.id, update.exchange_order_id, price, ctx.open_qty)
+
+    async def _cancel(self, ctx: TradeCtx, protective: Protective) -> None:
+        self._cancelled_by_us.add(protective.order_id)
+        try:
+            update = await self.venue.cancel(ctx.symbol, protective.exchange_order_id)
+        except Exception as exc:  # the order may have just filled or gone: its update tells us
+            logger.warning("[%s] cancel of %s failed: %s", self.mode.upper(), protective.exchange_order_id, exc, extra=self._log_extra(ctx))
+            return
+        if update is None:  # no longer working (filled, or gone with the position): learn its final state now
+            update = await self.venue.query(ctx.symbol, exchange_order_id=protective.exchange_order_id)
+            update = dataclass_replace(update, source="lookup") if update is not None else None
+        if update is not None:
+            order = await Order.get(id=protective.order_id)
+            await self._apply(order, update)
+
+    async def _trail(self, ctx: TradeCtx, move: StopMove) -> None:
+        if ctx.closed or ctx.stop_level is None:
+            return
+        favourable = move.new_stop > ctx.stop_level if ctx.side == "LONG" else move.new_stop < ctx.stop_level
+        if not favourable:
+            return
+        ctx.stop_level = move.new_stop
+        ctx.trailed = True
+        if ctx.db_trade is not None:
+            await self.trades.set_stop(ctx.db_trade, move.new_stop, self._management(ctx))
+        await self._alert("stop_moved", f"{ctx.symbol} {ctx.strategy}: stop moved to {move.stop_r:g}R "
+                          f"({round_to_tick(move.new_stop, self.venue.price_tick(ctx.symbol))}) after {move.at_r:g}R",
+                          {"trade_id": ctx.trade_id})
+        await self._protect(ctx)
+
+    # -- exits ----------------------------------------------------------------------------------------
+
+    async def _market_exit(self, ctx: TradeCtx, intent: ExitIntent, purpose: OrderIntent) -> None:
+        if ctx.closed or ctx.open_qty <= 0:
+            return
+        qty = ctx.open_qty if intent.closes_position else min(intent.qty, ctx.open_qty)
+        if intent.closes_position and ctx.db_trade is not None:
+            await self.trades.mark_closing(ctx.db_trade, intent.label)
+        spec = OrderSpec(
+            symbol=ctx.symbol, side=ctx.closing_side, position_side=ctx.side, order_type="MARKET", quantity=qty,
+            client_order_id=new_client_order_id("ex" if purpose is OrderIntent.PARTIAL_EXIT else "cl"),
+            reference_price=dec(self.last_price.get(ctx.symbol, intent.price)),
+        )
+        order = await self.orders.create(spec, purpose, ctx.db_trade.id if ctx.db_trade else None, detail={"label": intent.label})
+        self._route[order.id] = (ctx, "exit")
+        ctx.exit_intents[order.id] = intent
+        update = await self._send(order, spec, ctx)
+        if update is not None:
+            self._awaiting.add(order.id)
+            await self._apply(order, update)
+
+    async def _emergency_close(self, ctx: TradeCtx, reason: str) -> None:
+        manager = ctx.position.manager
+        if manager is not None and not manager.closed:
+            manager.close(self.last_price.get(ctx.symbol, ctx.stop_level or 0.0))  # the engine must not act on it any more
+        intent = ExitIntent(ExitKind.CLOSE, ctx.open_qty, self.last_price.get(ctx.symbol, ctx.stop_level or 0.0), "emergency", True)
+        await self._market_exit(ctx, intent, OrderIntent.EMERGENCY_CLOSE)
+
+    async def _expect_exchange_exit(self, ctx: TradeCtx, intent: ExitIntent) -> None:
+        """The engine saw the stop or target trade: the exchange's order should fill (or has filled)."""
+        if ctx.closed:
+            return
+        ctx.expecting = intent
+        if ctx.db_trade is not None:
+            await self.trades.mark_closing(ctx.db_trade, intent.label)
+        timer = asyncio.create_task(self._expect_timeout(ctx, intent))
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+
+    async def _expect_timeout(self, ctx: TradeCtx, intent: ExitIntent) -> None:
+        await asyncio.sleep(self.exit_grace_s)
+        self._enqueue(f"verify {ctx.trade_id}", lambda: self._verify_exit(ctx, intent))
+
+    async def _verify_exit(self, ctx: TradeCtx, intent: ExitIntent) -> None:
+        if ctx.closed:
+            return
+        protective = ctx.stop if intent.kind in (ExitKind.STOP, ExitKind.TRAILING_STOP) else ctx.target
+        if protective is not None:
+            update = await self.venue.query(ctx.symbol, exchange_order_id=protective.exchange_order_id)
+            if update is not None:
+                order = await Order.get(id=protective.order_id)
+                await self._apply(order, dataclass_replace(update, source="lookup"))
+                if ctx.closed:
+                    return
+        await self._alert("error", f"{ctx.symbol} {ctx.strategy}: {intent.label} traded at {intent.price:g} but the exchange "
+                          "order did not fill; closing at market", {"trade_id": ctx.trade_id})
+        await self._market_exit(ctx, ExitIntent(intent.kind, ctx.open_qty, intent.price, intent.label, True), OrderIntent.CLOSE)
+
+    async def _exit_filled(self, ctx: TradeCtx, order: Order, role: str) -> None:
+        fills = ctx.fills.pop(order.id, [])
+        if ctx.closed:
+            logger.error("[%s] exit fill %s after %s was closed: the exchange closed more than the trade held", self.mode.upper(),
+                         order.client_order_id, ctx.trade_id, extra=self._log_extra(ctx))
+            return
+        qty = order.filled_qty
+        fee = sum((f.fee for f in fills), ZERO)
+        time_ms = max((f.time_ms for f in fills), default=0)
+        assert order.avg_price is not None
+        manager = ctx.position.manager
+        assert manager is not None
+        if role == "exit":
+            planned = ctx.exit_intents.pop(order.id)
+            kind, label, level = planned.kind, planned.label, planned.price
+        else:
+            if role == "stop":
+                kind = ExitKind.TRAILING_STOP if ctx.trailed else ExitKind.STOP
+            else:
+                kind = ExitKind.TARGET
+            label, level = kind.value, float(order.stop_price or order.avg_price)
+            if not manager.closed:
+                manager.close(level)  # the exchange closed it: the trade manager must stop planning
+        closes = ctx.open_qty - qty <= 0
+        intent = ExitIntent(kind, qty, level, label, closes)
+        ctx.engine.on_exit_filled(ctx.trade_id, intent, Fill(float(order.avg_price), qty, float(fee), time_ms))
+        record = ctx.position.exits[-1]
+        ctx.open_qty = max(ctx.position.open_qty, ZERO)
+        if ctx.open_qty > 0 and closes:
+            ctx.open_qty = ZERO
+        assert ctx.db_trade is not None
+        await self.trades.record_exit(ctx.db_trade, record, ctx.open_qty)
+        if ctx.open_qty <= 0:
+            ctx.closed = True
+            self._ctx.pop(ctx.trade_id, None)
+            for protective in (ctx.stop, ctx.target):
+                if protective is not None and protective.order_id != order.id:
+                    # hedge close-only orders die with the position on BingX; cancel explicitly anyway
+                    current = await Order.get(id=protective.order_id)
+                    if current.status not in FINAL_STATUSES:
+                        await self._cancel(ctx, protective)
+            await self._alert("exit", f"{ctx.symbol} {ctx.strategy} {ctx.side} closed by {label}: pnl {ctx.db_trade.realized_pnl:.4f} "
+                              f"({ctx.db_trade.r_multiple:.2f} R)", {"trade_id": ctx.trade_id})
+        else:
+            await self._alert("partial_exit", f"{ctx.symbol} {ctx.strategy} {label}: {qty} @ {order.avg_price}, pnl {record.pnl:.4f}",
+                              {"trade_id": ctx.trade_id})
+            await self._protect(ctx)
+        await self._refresh_wallet()
+
+    async def _refresh_wallet(self) -> None:
+        try:
+            self.wallet = await self.venue.wallet_balance()
+        except Exception as exc:  # sizing keeps the last known balance
+            logger.warning("[%s] wallet refresh failed: %s", self.mode.upper(), exc, extra=self._log_extra())
+
+    async def _book_funding(self, symbol: str | None, amount: Decimal) -> None:
+        open_ctx = [c for c in self._ctx.values() if c.db_trade is not None and c.open_qty > 0 and (symbol is None or c.symbol == symbol)]
+        total = sum((c.open_qty for c in open_ctx), ZERO)
+        for ctx in open_ctx:
+            assert ctx.db_trade is not None
+            await self.trades.add_funding(ctx.db_trade, amount * ctx.open_qty / total)
+        await self._refresh_wallet()
+
+    # -- signals --------------------------------------------------------------------------------------
+
+    async def _signal_row(self, signal: Any, fate: SignalFate, reason: str) -> Signal:
+        row, _ = await Signal.get_or_create(
+            symbol=signal.symbol, strategy=signal.strategy, candle_time_ms=signal.time_ms, mode=self.mode,
+            defaults={"side": signal.side.value.upper(), "entry": dec(signal.entry), "stop": dec(signal.stop),
+                      "target": dec(signal.target), "inputs": dict(signal.indicators), "fate": fate, "reason": reason[:255]},
+        )
+        return row
+
+    async def _store_signal(self, record: SignalRecord) -> None:
+        fate = {Fate.TAKEN: SignalFate.TAKEN, Fate.SKIPPED: SignalFate.SKIPPED}.get(record.fate, SignalFate.REJECTED)
+        row = await self._signal_row(record.signal, fate, record.reason)
+        if fate is not SignalFate.TAKEN and row.fate is not fate:
+            row.fate = fate
+            row.reason = record.reason[:255]
+            await row.save(update_fields=["fate", "reason"])
+
+
+def dataclass_replace(update: VenueUpdate, **changes: Any) -> VenueUpdate:
+    """``dataclasses.replace`` for the frozen update record."""
+    import dataclasses
+
+    return dataclasses.replace(update, **changes)

@@ -1,0 +1,185 @@
+"""``LiveVenue``: real orders on BingX (production or the VST demo host) through ``BingxRestClient``.
+
+Order reports arrive through :class:`~engine.execution.order_tracker.OrderTracker` (account stream,
+REST polling as the safety net), which hands them to the same callback the broker registered here.
+
+Choices:
+* conditional orders (the stop-loss and take-profit, attached or standalone) trigger on the last
+  traded price (``workingType=CONTRACT_PRICE``): the price the strategies' candles are made of,
+  so the exchange fires exactly when the engine's candle range says the level traded;
+* hedge mode: closing orders use the closing side of the position side and never send
+  ``reduceOnly`` (BingX rejects that field in hedge mode); they reduce by construction;
+* a placement is idempotent by client order id (``BingxRestClient.place_order`` looks an
+  unanswered order up and resends at most once after a confirmed absence); an unresolvable
+  outcome becomes :class:`PlacementUnknown`.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+from db.models import OrderStatus
+from engine.exchange.bingx.errors import (
+    BingxError,
+    BingxNetworkError,
+    BingxOrderNotFoundError,
+    BingxServerError,
+    OrderStateUnknownError,
+)
+from engine.exchange.bingx import Order as BingxOrder
+from engine.exchange.bingx import OrderRequest, OrderType, PositionSide, Side, TriggerSpec, WorkingType
+from engine.exchange.bingx import OrderStatus as BingxStatus
+from engine.exchange.bingx.rest import BingxRestClient
+from engine.execution.venue import ExecMode, OrderSpec, PlacementRejected, PlacementUnknown, UpdateCallback, VenueUpdate
+
+logger = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+
+_STATUS = {
+    BingxStatus.NEW: OrderStatus.NEW,
+    BingxStatus.PENDING: OrderStatus.NEW,
+    BingxStatus.RUNNING: OrderStatus.NEW,
+    BingxStatus.PARTIALLY_FILLED: OrderStatus.PARTIALLY_FILLED,
+    BingxStatus.FILLED: OrderStatus.FILLED,
+    BingxStatus.CANCELED: OrderStatus.CANCELLED,
+    BingxStatus.EXPIRED: OrderStatus.EXPIRED,
+    BingxStatus.FAILED: OrderStatus.REJECTED,
+}
+
+
+def map_status(status: BingxStatus) -> OrderStatus | None:
+    """Our status for a BingX status (None: unreadable, keep what we know)."""
+    return _STATUS.get(status)
+
+
+def update_from_order(order: BingxOrder, source: str) -> VenueUpdate | None:
+    """A REST order object as a venue update (no individual fill: REST reports totals)."""
+    status = map_status(order.status)
+    if status is None:
+        return None
+    return VenueUpdate(
+        symbol=order.symbol, exchange_order_id=order.order_id, client_order_id=order.client_order_id, side=order.side,
+        position_side=order.position_side, order_type=order.type, status=status, quantity=order.orig_qty,
+        stop_price=order.stop_price, executed_qty=order.executed_qty, avg_price=order.avg_price,
+        fee_total=-order.commission if order.commission else None, realized_total=order.profit,
+        time_ms=order.update_time_ms or order.time_ms, source=source,
+    )
+
+
+class LiveVenue:
+    """BingX USDT-M perpetuals, hedge mode."""
+
+    mode = ExecMode.LIVE
+
+    def __init__(self, rest: BingxRestClient, *, quote_asset: str | None = None) -> None:
+        self.rest = rest
+        self.quote_asset = quote_asset  # USDT on production, VST on the demo host; None: the first non-zero
+        self.ticks: dict[str, Decimal] = {}
+        self._callback: UpdateCallback | None = None
+        self._hedge_checked = False
+
+    def set_update_callback(self, callback: UpdateCallback) -> None:
+        """Where order updates go (the tracker calls :meth:`emit`)."""
+        self._callback = callback
+
+    async def emit(self, update: VenueUpdate) -> None:
+        """Hand one update to the broker."""
+        if self._callback is not None:
+            await self._callback(update)
+
+    async def load_symbols(self, symbols: list[str]) -> dict[str, Decimal]:
+        """Price ticks of ``symbols`` from the contract list (needed before trading them)."""
+        for symbol in symbols:
+            contract = await self.rest.contract(symbol)
+            self.ticks[symbol] = contract.tick_size
+        return self.ticks
+
+    def price_tick(self, symbol: str) -> Decimal:
+        """Tick of ``symbol`` (from :meth:`load_symbols`)."""
+        return self.ticks[symbol]
+
+    async def prepare_symbol(self, symbol: str, leverage: int) -> None:
+        """Hedge mode (account-wide, checked once) and the leverage on both sides of ``symbol``."""
+        if not self._hedge_checked:
+            if not await self.rest.get_position_mode():
+                await self.rest.set_position_mode(True)
+                logger.warning("[LIVE] account switched to hedge position mode", extra={"mode": "live"})
+            self._hedge_checked = True
+        for side in (PositionSide.LONG, PositionSide.SHORT):
+            await self.rest.set_leverage(symbol, side, leverage)
+        logger.info("[LIVE] %s: hedge mode, leverage %dx on both sides", symbol, leverage, extra={"mode": "live", "symbol": symbol})
+
+    async def wallet_balance(self) -> Decimal:
+        """The futures wallet balance of the quote asset."""
+        balances = await self.rest.balance()
+        for balance in balances:
+            if self.quote_asset is None or balance.asset == self.quote_asset:
+                if self.quote_asset is not None or balance.balance != 0 or len(balances) == 1:
+                    return balance.balance
+        return ZERO
+
+    async def position_qty(self, symbol: str, position_side: str) -> Decimal:
+        """Size of the hedge position on BingX."""
+        for position in await self.rest.positions(symbol):
+            if position.symbol == symbol and position.direction == position_side:
+                return position.size
+        return ZERO
+
+    def _request(self, spec: OrderSpec) -> OrderRequest:
+        stop_loss = take_profit = None
+        if spec.attached_stop is not None:
+            stop_loss = TriggerSpec(OrderType.STOP_MARKET, spec.attached_stop, working_type=WorkingType.CONTRACT_PRICE,
+                                    quantity=spec.quantity)
+        if spec.attached_target is not None:
+            take_profit = TriggerSpec(OrderType.TAKE_PROFIT_MARKET, spec.attached_target, working_type=WorkingType.CONTRACT_PRICE,
+                                      quantity=spec.quantity)
+        conditional = spec.order_type != "MARKET"
+        return OrderRequest(
+            symbol=spec.symbol, side=Side(spec.side), position_side=PositionSide(spec.position_side), type=OrderType(spec.order_type),
+            quantity=spec.quantity, stop_price=spec.stop_price if conditional else None,
+            working_type=WorkingType.CONTRACT_PRICE if conditional else None, client_order_id=spec.client_order_id,
+            stop_loss=stop_loss, take_profit=take_profit,
+        )
+
+    async def place(self, spec: OrderSpec) -> VenueUpdate:
+        """Place through the idempotent client; map its failures onto rejected / unknown."""
+        try:
+            order = await self.rest.place_order(self._request(spec), reference_price=spec.reference_price)
+        except OrderStateUnknownError as exc:
+            raise PlacementUnknown(str(exc)) from None
+        except (BingxNetworkError, BingxServerError) as exc:
+            # place_order resolves these by lookup; reaching here means the lookup itself failed
+            raise PlacementUnknown(str(exc)) from None
+        except BingxError as exc:
+            raise PlacementRejected(str(exc), code=exc.code) from None
+        update = update_from_order(order, "placement")
+        if update is None:
+            update = VenueUpdate(spec.symbol, order.order_id, spec.client_order_id, spec.side, spec.position_side, spec.order_type,
+                                 OrderStatus.NEW, spec.quantity, spec.stop_price or ZERO, ZERO, ZERO, source="placement")
+        if not update.client_order_id:
+            update = VenueUpdate(**{**_fields(update), "client_order_id": spec.client_order_id})
+        return update
+
+    async def cancel(self, symbol: str, exchange_order_id: str) -> VenueUpdate | None:
+        """Cancel by exchange id; None when BingX no longer has it working."""
+        try:
+            order = await self.rest.cancel_order(symbol, order_id=exchange_order_id)
+        except BingxOrderNotFoundError:
+            return None
+        return update_from_order(order, "placement")
+
+    async def query(self, symbol: str, exchange_order_id: str | None = None, client_order_id: str | None = None) -> VenueUpdate | None:
+        """The order now (any status)."""
+        order = await self.rest.query_order(symbol, order_id=exchange_order_id, client_order_id=client_order_id)
+        return update_from_order(order, "lookup") if order is not None else None
+
+    async def open_orders(self, symbol: str) -> list[VenueUpdate]:
+        """Working orders of ``symbol``."""
+        updates = [update_from_order(o, "lookup") for o in await self.rest.open_orders(symbol)]
+        return [u for u in updates if u is not None]
+
+
+def _fields(update: VenueUpdate) -> dict[str, object]:
+    return {name: getattr(update, name) for name in update.__dataclass_fields__}

@@ -1,0 +1,212 @@
+"""Orders in the database: written before they are sent, then every status change and every fill.
+
+Rules this module enforces:
+
+* An order row (client order id, intent, quantities) exists with status CREATED before the
+  request leaves; it goes to SENT just before the call, and to UNKNOWN when the call's outcome
+  is unknown. Nothing is ever resent from here: an UNKNOWN order is resolved by lookup.
+* Status only moves forward (CREATED/SENT/UNKNOWN -> NEW -> PARTIALLY_FILLED -> a final status);
+  a late or duplicated report never takes an order back. Every change is an ``OrderEvent`` with
+  its source (placement, stream, poll, lookup, paper).
+* Fills are recorded one by one with ``fill_key = <exchange order id>:<cumulative qty>``, so the
+  same execution reported by the stream and by a REST poll is stored once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from db.models import Fill, Order, OrderEvent, OrderIntent, OrderStatus
+from engine.execution.venue import OrderSpec, VenueUpdate
+
+logger = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+FINAL_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
+_RANK = {
+    OrderStatus.CREATED: 0,
+    OrderStatus.SENT: 1,
+    OrderStatus.UNKNOWN: 1,
+    OrderStatus.NEW: 2,
+    OrderStatus.PARTIALLY_FILLED: 3,
+}
+ATTACHED_PREFIX = "attached:"  # client id of an order the exchange created from an entry's stopLoss/takeProfit
+
+
+def attached_client_id(exchange_order_id: str) -> str:
+    """The stored id of an attached SL/TP (the exchange gives it none; ':' never occurs in a real one)."""
+    return f"{ATTACHED_PREFIX}{exchange_order_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedFill:
+    """A fill newly written by :meth:`OrderStore.apply` (duplicates are not returned)."""
+
+    order_id: int
+    price: Decimal
+    qty: Decimal
+    fee: Decimal
+    realized_pnl: Decimal
+    time_ms: int
+
+
+class OrderStore:
+    """Persistence of orders, their events and fills for one trading mode."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    async def create(self, spec: OrderSpec, intent: OrderIntent, trade_id: int | None, detail: dict[str, Any] | None = None) -> Order:
+        """Store ``spec`` as CREATED (before anything is sent)."""
+        async with in_transaction():
+            order = await Order.create(
+                client_order_id=spec.client_order_id,
+                trade_id=trade_id,
+                mode=self.mode,
+                symbol=spec.symbol,
+                intent=intent,
+                side=spec.side,
+                position_side=spec.position_side,
+                order_type=spec.order_type,
+                quantity=spec.quantity,
+                price=None,
+                stop_price=spec.stop_price,
+                reduce_only=spec.closing,
+                status=OrderStatus.CREATED,
+            )
+            await OrderEvent.create(order=order, status=OrderStatus.CREATED, source="placement", detail=detail or {})
+        return order
+
+    async def adopt(self, update: VenueUpdate, intent: OrderIntent, trade_id: int | None) -> Order:
+        """Store an order the venue created itself (an attached stop-loss / take-profit), then apply ``update``."""
+        existing = await Order.get_or_none(exchange_order_id=update.exchange_order_id, mode=self.mode)
+        if existing is not None:
+            return existing
+        async with in_transaction():
+            order = await Order.create(
+                client_order_id=attached_client_id(update.exchange_order_id),
+                exchange_order_id=update.exchange_order_id,
+                trade_id=trade_id,
+                mode=self.mode,
+                symbol=update.symbol,
+                intent=intent,
+                side=update.side,
+                position_side=update.position_side,
+                order_type=update.order_type,
+                quantity=update.quantity,
+                stop_price=update.stop_price or None,
+                reduce_only=True,
+                status=OrderStatus.NEW,
+            )
+            await OrderEvent.create(order=order, status=OrderStatus.NEW, source=update.source, detail={"adopted": True})
+        return order
+
+    async def set_status(self, order: Order, status: OrderStatus, source: str, *, error: str = "", detail: dict[str, Any] | None = None) -> None:
+        """Force a status our side decides (SENT, UNKNOWN, REJECTED), with an event."""
+        order.status = status
+        if error:
+            order.error = error[:255]
+        async with in_transaction():
+            await order.save(update_fields=["status", "error", "updated_at"])
+            await OrderEvent.create(order=order, status=status, source=source, detail=detail or ({"error": error[:200]} if error else {}))
+
+    async def find(self, *, client_order_id: str | None = None, exchange_order_id: str | None = None) -> Order | None:
+        """The order with this client id (preferred) or exchange id, in this mode."""
+        if client_order_id:
+            order = await Order.get_or_none(client_order_id=client_order_id)
+            if order is not None:
+                return order if order.mode == self.mode else None
+        if exchange_order_id:
+            return await Order.get_or_none(exchange_order_id=exchange_order_id, mode=self.mode)
+        return None
+
+    async def working(self) -> list[Order]:
+        """Orders of this mode that are not final (sent, unknown, working)."""
+        return await Order.filter(mode=self.mode, status__not_in=[s.value for s in FINAL_STATUSES]).order_by("id")
+
+    async def apply(self, order: Order, update: VenueUpdate, *, derive_fills: bool) -> list[RecordedFill]:
+        """Apply one venue report: exchange id, status (forward only), and the fills it proves.
+
+        With ``update.fill`` the execution is recorded as is. Without it, and with
+        ``derive_fills``, an executed quantity beyond what is recorded becomes one aggregated fill
+        (REST polls: the individual executions were missed).
+        """
+        recorded: list[RecordedFill] = []
+        async with in_transaction():
+            await order.refresh_from_db()
+            changed: list[str] = []
+            if update.exchange_order_id and order.exchange_order_id != update.exchange_order_id:
+                order.exchange_order_id = update.exchange_order_id
+                changed.append("exchange_order_id")
+            fill = update.fill
+            if fill is not None and fill.cumulative_qty > order.filled_qty:
+                delta = fill.cumulative_qty - order.filled_qty
+                if delta == fill.qty:
+                    price, fee, pnl = fill.price, fill.fee, fill.realized_pnl
+                else:  # an earlier execution was missed: book the gap at the average price
+                    price = self._gap_price(order, fill.cumulative_qty, update.avg_price, delta) or fill.price
+                    fee, pnl = fill.fee, fill.realized_pnl
+                    logger.warning("order %s: fills jumped by %s (last fill %s); booked as one", order.client_order_id, delta, fill.qty,
+                                   extra={"mode": self.mode, "symbol": order.symbol, "client_order_id": order.client_order_id})
+                recorded += await self._record(order, f"{update.exchange_order_id}:{fill.cumulative_qty}", price, delta, fee, pnl, fill.time_ms)
+            elif fill is None and derive_fills and update.executed_qty > order.filled_qty and update.avg_price > 0:
+                delta = update.executed_qty - order.filled_qty
+                price = self._gap_price(order, update.executed_qty, update.avg_price, delta) or update.avg_price
+                fees_so_far, pnl_so_far = await self._totals(order)
+                fee = (update.fee_total - fees_so_far) if update.fee_total is not None else ZERO
+                pnl = (update.realized_total - pnl_so_far) if update.realized_total is not None else ZERO
+                recorded += await self._record(order, f"{update.exchange_order_id}:{update.executed_qty}", price, delta, fee, pnl,
+                                               update.time_ms or 0)
+            if recorded:
+                changed += ["filled_qty", "avg_price"]
+            status = update.status
+            if order.status not in FINAL_STATUSES and _RANK.get(status, 4) >= _RANK.get(order.status, 4) and status != order.status:
+                if status is OrderStatus.FILLED and order.filled_qty < update.executed_qty and not derive_fills:
+                    # the executions are on their way (stream): keep the order working until they are booked
+                    status = OrderStatus.PARTIALLY_FILLED
+                if status != order.status:
+                    order.status = status
+                    changed.append("status")
+                    await OrderEvent.create(order=order, status=status, source=update.source,
+                                            detail={"executed_qty": str(update.executed_qty)})
+            if order.status is OrderStatus.PARTIALLY_FILLED and order.quantity > 0 and order.filled_qty >= order.quantity:
+                order.status = OrderStatus.FILLED  # the last execution arrived after the FILLED report
+                changed.append("status")
+                await OrderEvent.create(order=order, status=OrderStatus.FILLED, source=update.source, detail={"completed_by_fill": True})
+            if changed:
+                await order.save(update_fields=sorted(set(changed)) + ["updated_at"])
+        return recorded
+
+    async def complete_if_filled(self, order: Order, venue_status: OrderStatus, source: str) -> None:
+        """A final venue status whose fills are all booked (e.g. FILLED reported before its last fill)."""
+        if order.status in FINAL_STATUSES:
+            return
+        await self.set_status(order, venue_status, source)
+
+    @staticmethod
+    def _gap_price(order: Order, cumulative: Decimal, avg: Decimal, delta: Decimal) -> Decimal | None:
+        if avg <= 0 or delta <= 0:
+            return None
+        booked_quote = (order.avg_price or ZERO) * order.filled_qty
+        return (cumulative * avg - booked_quote) / delta
+
+    @staticmethod
+    async def _totals(order: Order) -> tuple[Decimal, Decimal]:
+        fills = await Fill.filter(order=order)
+        return sum((f.fee for f in fills), ZERO), sum((f.realized_pnl for f in fills), ZERO)
+
+    async def _record(self, order: Order, key: str, price: Decimal, qty: Decimal, fee: Decimal, pnl: Decimal, time_ms: int) -> list[RecordedFill]:
+        if await Fill.exists(fill_key=key):
+            return []
+        await Fill.create(order=order, fill_key=key, price=price, qty=qty, fee=fee, realized_pnl=pnl, time_ms=time_ms)
+        quote = (order.avg_price or ZERO) * order.filled_qty + price * qty
+        order.filled_qty = order.filled_qty + qty
+        order.avg_price = quote / order.filled_qty
+        logger.info("fill %s %s @ %s (fee %s) on %s", order.client_order_id, qty, price, fee, order.symbol,
+                    extra={"mode": self.mode, "symbol": order.symbol, "client_order_id": order.client_order_id})
+        return [RecordedFill(order.id, price, qty, fee, pnl, time_ms)]

@@ -1,0 +1,321 @@
+"""``TradingRuntime``: one process's glue, market stream -> MarketFeed -> SymbolEngine -> ExecutionBroker.
+
+The same objects run in both modes; ``config.mode`` picks the venue:
+
+* ``paper``: :class:`PaperVenue`, fed with the public trades of the market stream (no API key
+  needed; contracts and klines come from the public REST endpoints);
+* ``live``: :class:`LiveVenue` over ``BingxRestClient``, with the account stream and the
+  :class:`OrderTracker` reporting order changes.
+
+Closed candles are queued per symbol and handed to the engine one at a time; before the next
+candle the broker settles (queued work done, placed market orders booked), so the engine never
+decides on a candle while its previous orders are still in flight - as in the backtester, where
+fills are immediate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Awaitable, Callable
+
+from bot.config import AppConfig, TradingMode
+from engine.exchange.bingx.account_stream import AccountStream
+from engine.exchange.bingx.events import KlineEvent, TradeEvent
+from engine.exchange.bingx.market_stream import MarketStream, kline_topic, trade_topic
+from engine.exchange.bingx.rest import BingxRestClient
+from engine.exchange.bingx.urls import resolve_urls
+from engine.execution.broker import AlertHook, ExecutionBroker, PreTradeGate
+from engine.execution.live_venue import LiveVenue
+from engine.execution.order_tracker import OrderTracker
+from engine.execution.paper_venue import PaperVenue
+from engine.execution.recovery import RecoveryReport
+from engine.market.candle import Candle
+from engine.market.events import KlineUpdate, TradeTick
+from engine.market.feed import MarketFeed
+from engine.trading.engine import SymbolEngine
+from engine.trading.sizing import ContractRules
+
+logger = logging.getLogger(__name__)
+
+
+class RestCandleSource:
+    """``CandleSource`` over the REST klines (warm-up and gap backfill)."""
+
+    def __init__(self, rest: BingxRestClient) -> None:
+        self.rest = rest
+
+    async def fetch_candles(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
+        """Closed 1m candles in ``[start_ms, end_ms)``."""
+        klines = await self.rest.klines_range(symbol, "1m", start_ms, end_ms)
+        return [k.to_candle() for k in klines if start_ms <= k.open_time_ms < end_ms]
+
+
+class _CandleQueue:
+    """The ``CandleSink`` of one feed: warm-up goes straight to the engine, live candles are queued."""
+
+    def __init__(self, engine: SymbolEngine) -> None:
+        self.engine = engine
+        self.queue: asyncio.Queue[Candle] = asyncio.Queue()
+
+    def on_warmup_candle(self, candle: Candle) -> None:
+        self.engine.on_warmup_candle(candle)
+
+    def on_candle(self, candle: Candle) -> None:
+        self.queue.put_nowait(candle)
+
+
+@dataclass(slots=True)
+class SymbolRuntime:
+    """What runs for one symbol."""
+
+    symbol: str
+    contract: ContractRules
+    engine: SymbolEngine
+    feed: MarketFeed
+    sink: _CandleQueue
+    candles_processed: int = 0
+    last_trade_ms: int = 0
+    worker: asyncio.Task[None] | None = None
+
+
+@dataclass(slots=True)
+class RuntimeOptions:
+    """Timing knobs (tests shorten them)."""
+
+    clock_interval_s: float = 1.0
+    warmup_candles: int = 300
+    fast_poll_s: float = 2.0
+    slow_poll_s: float = 30.0
+    fill_grace_s: float = 3.0
+    exit_grace_s: float = 5.0
+    settle_timeout_s: float = 10.0
+    recover: bool = True  # reload the trades a previous run left open (restart recovery) before trading
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def engine_contract(contract: Any) -> ContractRules:
+    """Engine sizing rules from a BingX contract."""
+    step = contract.step_size
+    return ContractRules(qty_step=step, min_qty=max(contract.min_qty, step), min_notional=contract.min_notional,
+                         price_tick=contract.tick_size)
+
+
+class TradingRuntime:
+    """Everything that trades in one process, for every configured symbol."""
+
+    def __init__(self, config: AppConfig, *, clock_ms: Callable[[], int] | None = None, pre_trade_gate: PreTradeGate | None = None,
+                 on_alert: AlertHook | None = None, options: RuntimeOptions | None = None) -> None:
+        self.config = config
+        self.mode = config.mode.value
+        self.options = options or RuntimeOptions()
+        self.pre_trade_gate = pre_trade_gate
+        self.on_alert = on_alert
+        rest_url, ws_url = resolve_urls(config.exchange.testnet, config.exchange.rest_url, config.exchange.ws_url)
+        self.ws_url = ws_url
+        self.rest = BingxRestClient(
+            rest_url=rest_url, api_key=config.exchange.api_key.get_secret_value(), api_secret=config.exchange.api_secret.get_secret_value(),
+            recv_window_ms=config.exchange.recv_window_ms, request_timeout_s=config.exchange.request_timeout_s,
+        )
+        self._clock_ms = clock_ms
+        self.symbols: dict[str, SymbolRuntime] = {}
+        self.paper: PaperVenue | None = None
+        self.live: LiveVenue | None = None
+        self.tracker: OrderTracker | None = None
+        self.account_stream: AccountStream | None = None
+        self.market_stream = MarketStream(ws_url, on_event=self._on_market_event)
+        self.broker: ExecutionBroker | None = None
+        self.recovery: RecoveryReport | None = None
+        # observer of every market and account stream event (health, reconnect reconciliation); must be quick
+        self.on_stream_event: Callable[[Any], Awaitable[None]] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def now_ms(self) -> int:
+        """Exchange time (the injected clock in tests)."""
+        return self._clock_ms() if self._clock_ms is not None else self.rest.time.now_ms()
+
+    def _extra(self, **more: Any) -> dict[str, Any]:
+        return {"mode": self.mode, **more}
+
+    # -- start / stop ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Contracts, venue, broker, warm-up, streams, clock."""
+        config = self.config
+        if config.mode is TradingMode.LIVE:
+            host = "VST demo" if config.exchange.testnet else "PRODUCTION"
+            if config.exchange.rest_url:
+                host = f"custom host {config.exchange.rest_url}"
+            logger.warning("%s\n*** LIVE TRADING on BingX %s: real orders, real money unless this is a demo/simulator ***\n%s",
+                           "=" * 72, host, "=" * 72, extra=self._extra())
+        else:
+            logger.info("PAPER trading: simulated fills against the live BingX feed, no orders are sent", extra=self._extra())
+        if self._clock_ms is None:
+            await self.rest.sync_time()
+        contracts = {s: await self.rest.contract(s) for s in config.symbols}
+        rules = {s: engine_contract(c) for s, c in contracts.items()}
+        strategies = config.strategies
+        if config.mode is TradingMode.LIVE:
+            self.live = LiveVenue(self.rest, quote_asset="VST" if config.exchange.testnet else None)
+            await self.live.load_symbols(config.symbols)
+            venue: Any = self.live
+        else:
+            self.paper = PaperVenue(
+                starting_balance=Decimal(repr(config.paper.starting_balance)), slippage_bps=config.paper.slippage_bps,
+                taker_fee=strategies.taker_fee, price_ticks={s: c.tick_size for s, c in contracts.items()},
+                qty_steps={s: c.step_size for s, c in contracts.items()},
+            )
+            await self.paper.load_wallet()
+            venue = self.paper
+        opts = self.options
+        self.broker = ExecutionBroker(venue, leverage=max(1, int(round(strategies.leverage))), pre_trade_gate=self.pre_trade_gate,
+                                      on_alert=self.on_alert, exit_grace_s=opts.exit_grace_s, settle_timeout_s=opts.settle_timeout_s)
+        await self.broker.start()
+        if self.live is not None:
+            self.tracker = OrderTracker(self.live, fast_poll_s=opts.fast_poll_s, slow_poll_s=opts.slow_poll_s,
+                                        fill_grace_s=opts.fill_grace_s, on_funding=self.broker.on_funding)
+            self.account_stream = AccountStream(self.rest, self.ws_url, on_event=self._on_account_event)
+            await self.account_stream.start()
+            await self.account_stream.wait_connected()
+            self.tracker.set_stream_state(True)
+            self.tracker.start()
+            self._tasks.append(asyncio.create_task(self._watch_account_stream(), name="account-stream-watch"))
+        source = RestCandleSource(self.rest)
+        now = self.now_ms()
+        for symbol in config.symbols:
+            view = self.broker.for_symbol(symbol)
+            engine = SymbolEngine(symbol, strategies, rules[symbol], view, on_signal=self.broker.record_signal, clock_ms=self.now_ms)
+            self.broker.register(engine)
+            sink = _CandleQueue(engine)
+            feed = MarketFeed(symbol, sink, source=source, warmup_candles=opts.warmup_candles)
+            runtime = SymbolRuntime(symbol, rules[symbol], engine, feed, sink)
+            self.symbols[symbol] = runtime
+            await feed.warm_up(now)
+            runtime.worker = asyncio.create_task(self._candles(runtime), name=f"candles-{symbol}")
+            await self.market_stream.subscribe(kline_topic(symbol, "1m"))
+            await self.market_stream.subscribe(trade_topic(symbol))
+        if opts.recover:
+            await self._recover()
+        await self.market_stream.start()
+        await self.market_stream.wait_connected()
+        self._tasks.append(asyncio.create_task(self._clock(), name="feed-clock"))
+        logger.info("[%s] trading %s", self.mode.upper(), ",".join(config.symbols), extra=self._extra())
+
+    async def stop(self) -> None:
+        """Stop streams and workers; exchange orders (stops) stay in place."""
+        await self.market_stream.close()
+        if self.account_stream is not None:
+            await self.account_stream.close()
+        if self.tracker is not None:
+            await self.tracker.stop()
+        tasks = self._tasks + [r.worker for r in self.symbols.values() if r.worker is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks = []
+        if self.broker is not None:
+            await self.broker.stop()
+        await self.rest.close()
+        logger.info("[%s] runtime stopped", self.mode.upper(), extra=self._extra())
+
+    # -- loops -------------------------------------------------------------------------------------
+
+    async def _candles(self, runtime: SymbolRuntime) -> None:
+        assert self.broker is not None
+        queue = runtime.sink.queue
+        while True:
+            candle = await queue.get()
+            try:
+                self.broker.last_price[runtime.symbol] = candle.close
+                runtime.engine.on_candle(candle)
+                runtime.candles_processed += 1
+                await self.broker.settle()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bad candle must not stop trading the symbol
+                logger.exception("[%s] candle %d failed", self.mode.upper(), candle.open_time_ms, extra=self._extra(symbol=runtime.symbol))
+            finally:
+                queue.task_done()
+
+    async def tick_clock(self) -> None:
+        """Let every feed finalise a candle whose minute is over (the clock task does this every second)."""
+        now = self.now_ms()
+        for runtime in self.symbols.values():
+            await runtime.feed.on_clock(now)
+
+    async def _clock(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.clock_interval_s)
+            try:
+                await self.tick_clock()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("[%s] feed clock failed", self.mode.upper(), extra=self._extra())
+
+    async def _watch_account_stream(self) -> None:
+        assert self.account_stream is not None and self.tracker is not None
+        while True:
+            await asyncio.sleep(0.5)
+            self.tracker.set_stream_state(self.account_stream.conn.connected.is_set())
+
+    async def _recover(self) -> None:
+        """Restart recovery: open trades from the database back into the engines and the broker."""
+        assert self.broker is not None
+        for symbol, runtime in self.symbols.items():
+            last = runtime.engine.last_candle
+            if last is None:
+                continue
+            self.broker.last_price.setdefault(symbol, last.close)
+            if self.paper is not None and symbol not in self.paper.last_price:
+                # paper checks stop sides against its last price: the last warm-up close until the feed speaks
+                self.paper.last_price[symbol] = Decimal(repr(last.close))
+        try:
+            self.recovery = await self.broker.recover(self.config.strategies)
+        except Exception as exc:  # positions may be open: halt entries and keep running rather than crash
+            logger.exception("[%s] restart recovery failed", self.mode.upper(), extra=self._extra())
+            self.broker.halt(f"restart recovery failed: {type(exc).__name__}")
+            if self.on_alert is not None:
+                await self.on_alert("halt", f"[{self.mode.upper()}] restart recovery failed ({type(exc).__name__}: {exc}); "
+                                    "entries halted", {"mode": self.mode})
+            return
+        if self.recovery.restored or not self.recovery.ok:
+            logger.warning("[%s] %s", self.mode.upper(), self.recovery.summary(), extra=self._extra())
+
+    async def _on_account_event(self, event: Any) -> None:
+        assert self.tracker is not None
+        await self.tracker.on_account_event(event)
+        if self.on_stream_event is not None:
+            await self.on_stream_event(event)
+
+    async def _on_market_event(self, event: Any) -> None:
+        if self.on_stream_event is not None:
+            await self.on_stream_event(event)
+        if isinstance(event, TradeEvent):
+            runtime = self.symbols.get(event.symbol)
+            if runtime is None:
+                return
+            if self.paper is not None:
+                await self.paper.on_trade(event.symbol, event.price, event.time_ms)  # venue first: its triggers are intrabar
+            if self.broker is not None:
+                self.broker.last_price[event.symbol] = float(event.price)
+            runtime.last_trade_ms = max(runtime.last_trade_ms, event.time_ms)
+            await runtime.feed.on_trade(TradeTick(event.symbol, float(event.price), float(event.qty), event.time_ms))
+        elif isinstance(event, KlineEvent) and event.interval == "1m":
+            runtime = self.symbols.get(event.symbol)
+            if runtime is not None:
+                await runtime.feed.on_kline(KlineUpdate(event.symbol, event.open_time_ms, float(event.open), float(event.high),
+                                                        float(event.low), float(event.close), float(event.volume)))
+
+    async def wait_idle(self, timeout_s: float = 10.0) -> None:
+        """Until queued candles are processed and the broker has settled (tests, orderly shutdown)."""
+        assert self.broker is not None
+
+        async def idle() -> None:
+            for runtime in self.symbols.values():
+                await runtime.sink.queue.join()
+            await self.broker.settle()
+
+        await asyncio.wait_for(idle(), timeout_s)
