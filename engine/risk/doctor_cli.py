@@ -1,0 +1,54 @@
+"""``trading-bot doctor``: pre-flight checks plus the exchange report. Exit 0 when OK, 1 otherwise, 2 for bad config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from bot.common_args import add_config_argument, configure_logging, load_config_or_exit
+from bot.config import AppConfig
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``trading-bot doctor``."""
+    add_config_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point used by ``bot.cli``."""
+    config = load_config_or_exit(args)
+    if isinstance(config, int):
+        return config
+    configure_logging(config, console=False)
+    return asyncio.run(_doctor(config))
+
+
+async def _doctor(config: AppConfig) -> int:
+    from db.database import close_db, init_db
+    from engine.exchange.bingx import BingxRestClient, resolve_urls
+    from engine.exchange.bingx.doctor import render_doctor_report, run_doctor
+
+    from .preflight import PreflightReport, run_preflight
+
+    try:
+        await init_db(config.database.url)
+    except Exception as exc:  # noqa: BLE001 - reported as a failed check
+        report = PreflightReport()
+        report.add("database", False, f"{type(exc).__name__}: {exc}")
+        print(report.text())
+        return 1
+    try:
+        rest_url, _ = resolve_urls(config.exchange.testnet, config.exchange.rest_url, config.exchange.ws_url)
+        async with BingxRestClient(rest_url=rest_url, api_key=config.exchange.api_key.get_secret_value(),
+                                   api_secret=config.exchange.api_secret.get_secret_value(),
+                                   recv_window_ms=config.exchange.recv_window_ms,
+                                   request_timeout_s=config.exchange.request_timeout_s, max_retries=1) as client:
+            report = await run_preflight(config, client)
+            # The exchange's own view: clock offset, contract rules, balance, positions, mode, leverage.
+            exchange_report = await run_doctor(client, config.symbols)
+    finally:
+        await close_db()
+    print(report.text())
+    print()
+    print(render_doctor_report(exchange_report))
+    return 0 if report.ok else 1

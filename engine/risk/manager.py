@@ -1,0 +1,223 @@
+"""``RiskManager``: the single object the worker, the execution runtime and chat commands hold.
+
+- :meth:`RiskManager.check_order` is the pre-trade hook: trading state, protections, then
+  the gate rules; a rejection is stored in ``AuditLog`` (kind ``risk_rejection``) and alerted.
+  Orders that only reduce risk always pass.
+- :meth:`on_trade_closed`, :meth:`on_equity` and :meth:`record_api_error` feed the protections.
+- :meth:`pause`, :meth:`resume`, :meth:`reduce_only`, :meth:`halt`, :meth:`lift` are the controls.
+- :meth:`status` is what ``/status`` shows: state with why, protections with why and until when.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from bot.config import AppConfig
+from db.kv import kv_get, kv_set
+from db.models import AuditLog
+
+from .clock import Clock, utc_now
+from .events import AlertSink, RiskEvent, emit
+from .exposure import open_exposures
+from .gate import (
+    AccountSnapshot,
+    Exposure,
+    GateDecision,
+    OrderProposal,
+    OrderRateCounter,
+    evaluate,
+)
+from .protections import ActiveProtection, ProtectionKind, Protections
+from .state import StateInfo, TradingState, TradingStateStore
+
+log = logging.getLogger(__name__)
+
+# Called when the kill switch fires with close_positions_on_kill_switch (e.g. emergency close).
+CloseAllFn = Callable[[str], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class RiskStatus:
+    """Everything ``/status`` shows about risk."""
+
+    state: TradingState
+    state_reason: str
+    state_actor: str
+    state_since: datetime | None
+    protections: list[ActiveProtection] = field(default_factory=list)
+    drawdown_pct: Decimal | None = None
+    peak_equity: Decimal | None = None
+    loss_streak: int = 0
+    api_errors_in_window: int = 0
+
+    @property
+    def entries_allowed(self) -> bool:
+        """True when a new entry could pass (state RUNNING and no unscoped lock)."""
+        return self.state.allows_entries and not any(p.symbol is None and p.strategy is None for p in self.protections)
+
+    def lines(self) -> list[str]:
+        """Plain-text rendering for chat and the terminal."""
+        out = [f"state: {self.state.value} ({self.state_reason}, by {self.state_actor})"]
+        out += [f"protection {p.describe()}" for p in self.protections] or ["protections: none"]
+        if self.drawdown_pct is not None:
+            out.append(f"drawdown from peak: {self.drawdown_pct:.2f}%")
+        out.append(f"losing streak: {self.loss_streak}; API errors in window: {self.api_errors_in_window}")
+        return out
+
+
+class RiskManager:
+    """State, protections and the pre-trade gate, bound to one config and one trading mode."""
+
+    RATE_KEY = "risk.order_times"
+
+    def __init__(self, config: AppConfig, *, clock: Clock = utc_now, alert: AlertSink | None = None,
+                 close_all: CloseAllFn | None = None) -> None:
+        self.config = config
+        self.mode = config.mode.value
+        self.clock = clock
+        self.alert = alert
+        self.close_all = close_all
+        self.state = TradingStateStore()
+        self.protections = Protections(config.risk, mode=self.mode, clock=clock, alert=alert)
+        self._rate: OrderRateCounter | None = None
+
+    async def _rate_counter(self) -> OrderRateCounter:
+        if self._rate is None:  # restored from the database so a restart keeps the minute's count
+            stored = await kv_get(f"{self.RATE_KEY}.{self.mode}", []) or []
+            times = []
+            for text in stored:
+                try:
+                    times.append(datetime.fromisoformat(text))
+                except (TypeError, ValueError):
+                    continue
+            self._rate = OrderRateCounter(times)
+        return self._rate
+
+    async def _record_order(self) -> None:
+        rate = await self._rate_counter()
+        now = self.clock()
+        rate.record(now)
+        rate.count(now)
+        await kv_set(f"{self.RATE_KEY}.{self.mode}", rate.snapshot())
+
+    # --- the pre-trade hook ---------------------------------------------------------------------
+
+    async def check_order(self, proposal: OrderProposal, account: AccountSnapshot,
+                          exposures: Sequence[Exposure] | None = None) -> GateDecision:
+        """Approve or reject one order. An approval counts toward the order-rate cap."""
+        if proposal.reduce_only:
+            await self._record_order()
+            return GateDecision.ok()
+        info = await self.state.current()
+        if not info.state.allows_entries:
+            decision = GateDecision(False, "state", f"trading is {info.state.value}: {info.reason}",
+                                    {"state": info.state.value})
+            return await self._reject(proposal, decision)
+        blocking = await self.protections.blocking(proposal.symbol, proposal.strategy)
+        if blocking:
+            lock = blocking[0]
+            decision = GateDecision(False, f"protection:{lock.kind}", lock.describe(), {"lock_id": str(lock.id)})
+            return await self._reject(proposal, decision)
+        if exposures is None:
+            exposures = await open_exposures(self.mode)
+        rate = await self._rate_counter()
+        decision = evaluate(proposal, account, exposures, self.config.risk, self.config.strategies,
+                            orders_last_minute=rate.count(self.clock()))
+        if not decision.allowed:
+            return await self._reject(proposal, decision)
+        await self._record_order()
+        return decision
+
+    async def note_order_sent(self) -> None:
+        """Count an order that did not go through :meth:`check_order` toward the rate cap."""
+        await self._record_order()
+
+    async def _reject(self, p: OrderProposal, decision: GateDecision) -> GateDecision:
+        ctx = {"symbol": p.symbol, "strategy": p.strategy}
+        log.warning("entry rejected by %s: %s", decision.rule, decision.reason, extra=ctx)
+        detail = {"rule": decision.rule, "reason": decision.reason, "symbol": p.symbol, "strategy": p.strategy,
+                  "side": p.side, "qty": str(p.qty), "entry": str(p.entry_price),
+                  "stop": str(p.stop_price) if p.stop_price is not None else None, **decision.detail}
+        await AuditLog.create(kind="risk_rejection", actor=f"strategy:{p.strategy}"[:128], action="entry",
+                              arguments=f"{p.symbol} {p.side} {p.qty} @ {p.entry_price}"[:512],
+                              outcome="rejected", detail=detail)
+        await emit(self.alert, RiskEvent("risk_rejection", f"Entry rejected: {decision.rule}",
+                                         f"{p.symbol} {p.side} ({p.strategy}): {decision.reason}", detail,
+                                         dedup_key=f"reject:{p.symbol}:{p.strategy}:{decision.rule}"))
+        return decision
+
+    # --- feeding the protections ----------------------------------------------------------------
+
+    async def on_trade_closed(self, symbol: str, strategy: str, pnl: Decimal) -> list[ActiveProtection]:
+        """A trade closed with net ``pnl``: cooldown and losing-streak protections."""
+        return await self.protections.on_trade_closed(symbol, strategy, pnl)
+
+    async def on_equity(self, equity: Decimal) -> list[ActiveProtection]:
+        """A fresh equity reading: daily loss and the drawdown kill switch (HALTED, optional close-all)."""
+        fired = await self.protections.on_equity(equity)
+        for lock in fired:
+            if lock.kind == ProtectionKind.KILL_SWITCH.value and lock.fresh:
+                await self.state.set(TradingState.HALTED, f"kill switch: {lock.reason}", "kill_switch")
+                if self.config.risk.close_positions_on_kill_switch and self.close_all is not None:
+                    try:
+                        await self.close_all("kill switch")
+                    except Exception as exc:
+                        log.exception("kill switch close-all failed")
+                        await emit(self.alert, RiskEvent("error", "Kill switch could not close positions",
+                                                         f"{type(exc).__name__}: {exc}"))
+        return fired
+
+    async def record_api_error(self, what: str = "") -> ActiveProtection | None:
+        """Count one exchange API error toward the circuit breaker."""
+        return await self.protections.record_api_error(what)
+
+    # --- controls -------------------------------------------------------------------------------
+
+    async def pause(self, actor: str, reason: str = "paused") -> StateInfo:
+        """No entries; open positions stay managed."""
+        return await self.state.set(TradingState.PAUSED, reason, actor)
+
+    async def resume(self, actor: str) -> StateInfo:
+        """Entries allowed again (active protections still apply)."""
+        return await self.state.set(TradingState.RUNNING, "resumed", actor)
+
+    async def reduce_only(self, actor: str, reason: str = "reduce only") -> StateInfo:
+        """Only risk-reducing orders."""
+        return await self.state.set(TradingState.REDUCING, reason, actor)
+
+    async def halt(self, reason: str, actor: str = "system", *, lock_kind: ProtectionKind | None = None,
+                   detail: dict | None = None) -> StateInfo:
+        """HALTED with an alarm; with ``lock_kind`` also a lock an admin must lift."""
+        if lock_kind is not None:
+            await self.protections.lock(lock_kind, reason, None, detail=detail)
+        info = await self.state.set(TradingState.HALTED, reason, actor)
+        await emit(self.alert, RiskEvent("halt", "Trading HALTED", reason, {"actor": actor, **(detail or {})},
+                                         dedup_key=f"halt:{reason[:60]}"))
+        return info
+
+    async def lift(self, what: str, actor: str) -> list[str]:
+        """Lift protections matching ``what`` (kind, symbol, lock id or ``all``)."""
+        return await self.protections.lift(what, actor)
+
+    async def entries_allowed(self, symbol: str | None = None, strategy: str | None = None) -> bool:
+        """Whether an entry could pass the state and protection checks now."""
+        if not (await self.state.current()).state.allows_entries:
+            return False
+        return not await self.protections.blocking(symbol, strategy)
+
+    async def status(self, equity: Decimal | None = None) -> RiskStatus:
+        """State, protections, drawdown, losing streak and the breaker count."""
+        info = await self.state.current()
+        peak = await self.protections.peak_equity()
+        return RiskStatus(
+            state=info.state, state_reason=info.reason, state_actor=info.actor, state_since=info.at,
+            protections=await self.protections.active(),
+            drawdown_pct=await self.protections.drawdown_pct(equity) if equity is not None else None,
+            peak_equity=peak, loss_streak=await self.protections.loss_streak(),
+            api_errors_in_window=self.protections.api_errors_in_window(),
+        )

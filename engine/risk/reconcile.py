@@ -1,0 +1,462 @@
+"""Reconciliation: the exchange against the database, at start, after every stream reconnect,
+and every ``reconciliation.interval_min`` minutes.
+
+What is compared and the rule for each difference:
+
+Orders (open on the exchange vs working in the DB)
+- A DB order found open on the exchange (by client order id, else by exchange id) is matched;
+  its exchange id and status are brought forward.
+- A working DB order not open on the exchange is looked up by id: a final exchange status
+  (filled, cancelled, expired) is recorded. An order the exchange does not know: if it was
+  never acknowledged (CREATED/SENT/UNKNOWN) it is marked REJECTED (it never arrived);
+  a protective order is marked CANCELLED (its replacement follows below); an acknowledged
+  entry the exchange does not know is unexplained.
+- An exchange order the bot lost track of:
+  * its client order id is a DB row of ours -> adopted (DB status brought forward), unless
+    the DB already called it final (unexplained: the two disagree);
+  * no client id, a closing stop/take-profit on a position the bot holds -> adopted as that
+    trade's protective order (the exchange creates these from an entry's attached SL/TP);
+  * on a symbol the bot does not trade -> someone trades by hand: reported, never touched;
+  * otherwise cancelled when ``reconciliation.cancel_unknown_orders``, else unexplained.
+
+Positions (by symbol and side)
+- Exchange size equal to the DB's open trades (plus filled quantity of pending entries): matched.
+- DB trade open, no position: explained when one of the trade's exit orders filled (the stop
+  fired while the bot was away): the trade is closed through ``on_trade_closed`` (the execution
+  layer's hook) or, without a hook, minimally here. Otherwise unexplained.
+- A position with no DB trade: on a symbol the bot does not trade, a hand-opened position:
+  reported, never touched; on a traded symbol it shares the bot's position and is unexplained.
+- Any other size difference: unexplained.
+
+Protective stops: every matched open trade needs a working stop on the exchange (its own, or
+one adopted for its position). A missing stop is re-placed at the trade's stop price for the
+trade's quantity (stored before it is sent); if the mark price is already past the stop, the
+position is closed at market instead, as the stop would have done.
+
+Balances: the margin-asset balance is read and reported (equity, available margin).
+
+Anything unexplained halts entries (state HALTED plus a ``reconciliation`` lock an admin
+lifts) and alerts with the details. When the exchange cannot be read, a
+``reconciliation_unavailable`` lock blocks entries until the next clean run lifts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from bot.config import AppConfig
+from db.models import Order, OrderIntent, OrderStatus, Trade, TradeState
+from engine.exchange.bingx import (
+    BingxError,
+    BingxRestClient,
+    OrderRequest,
+    OrderStateUnknownError,
+    OrderType,
+    PositionSide,
+    Side,
+    WorkingType,
+    new_client_order_id,
+)
+from engine.exchange.bingx import Order as ExchangeOrder
+from engine.exchange.bingx.models import Position
+
+from .events import AlertSink, RiskEvent, emit
+from .manager import RiskManager
+from .orders_db import WORKING, apply_exchange, create_order, set_status
+from .protections import ProtectionKind
+
+log = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+STOP_TYPES = frozenset({"STOP_MARKET", "STOP"})
+TP_TYPES = frozenset({"TAKE_PROFIT_MARKET", "TAKE_PROFIT"})
+PROTECTIVE_INTENTS = frozenset({OrderIntent.STOP_LOSS, OrderIntent.TAKE_PROFIT})
+EXIT_INTENTS = frozenset({OrderIntent.STOP_LOSS, OrderIntent.TAKE_PROFIT, OrderIntent.PARTIAL_EXIT,
+                          OrderIntent.CLOSE, OrderIntent.EMERGENCY_CLOSE})
+UNACKNOWLEDGED = frozenset({OrderStatus.CREATED, OrderStatus.SENT, OrderStatus.UNKNOWN})
+SOURCE = "reconcile"
+
+# Hook for the execution layer: book a trade the exchange closed while the bot was away.
+TradeClosedHook = Callable[[Trade, list[Order]], Awaitable[None]]
+
+
+@dataclass
+class ReconcileReport:
+    """What one reconciliation found and did."""
+
+    reason: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None  # the exchange could not be read
+    positions_matched: list[str] = field(default_factory=list)
+    orders_matched: int = 0
+    order_updates: list[str] = field(default_factory=list)
+    adopted_orders: list[str] = field(default_factory=list)
+    cancelled_orders: list[str] = field(default_factory=list)
+    stops_replaced: list[str] = field(default_factory=list)
+    positions_closed: list[str] = field(default_factory=list)
+    trades_closed: list[str] = field(default_factory=list)
+    manual: list[str] = field(default_factory=list)
+    unexplained: list[str] = field(default_factory=list)
+    balances: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the exchange was read and every difference was explained."""
+        return self.error is None and not self.unexplained
+
+    def summary(self) -> str:
+        """Plain-text report."""
+        lines = [f"reconciliation ({self.reason}): " + ("OK" if self.ok else "PROBLEMS")]
+        if self.error:
+            lines.append(f"  could not read the exchange: {self.error}")
+        for title, items in (("positions matched", self.positions_matched), ("order updates", self.order_updates),
+                             ("orders adopted", self.adopted_orders), ("orders cancelled", self.cancelled_orders),
+                             ("stops re-placed", self.stops_replaced), ("positions closed", self.positions_closed),
+                             ("trades closed while away", self.trades_closed), ("manual (not touched)", self.manual),
+                             ("UNEXPLAINED", self.unexplained)):
+            lines += [f"  {title}: {item}" for item in items]
+        for asset, values in self.balances.items():
+            lines.append(f"  balance {asset}: " + ", ".join(f"{k} {v}" for k, v in values.items()))
+        return "\n".join(lines)
+
+
+def _stop_side(position_side: str) -> str:
+    return "SELL" if position_side == "LONG" else "BUY"
+
+
+def _closing(o: ExchangeOrder) -> bool:
+    """Hedge: SELL on LONG / BUY on SHORT; one-way: reduce-only or close-position orders."""
+    if o.position_side in ("LONG", "SHORT"):
+        return (o.side == "SELL") == (o.position_side == "LONG")
+    return bool(o.reduce_only or o.close_position)
+
+
+def _bucket_side(o: ExchangeOrder) -> str:
+    """The position side an order belongs to (one-way: a SELL closes a LONG)."""
+    if o.position_side in ("LONG", "SHORT"):
+        return o.position_side
+    return "LONG" if o.side == "SELL" else "SHORT"
+
+
+class Reconciler:
+    """Compares the exchange with the database and repairs what a clear rule allows."""
+
+    def __init__(self, client: BingxRestClient, config: AppConfig, risk: RiskManager | None = None, *,
+                 alert: AlertSink | None = None, on_trade_closed: TradeClosedHook | None = None,
+                 mode: str | None = None) -> None:
+        self.client = client
+        self.config = config
+        self.risk = risk
+        self.alert = alert if alert is not None else (risk.alert if risk is not None else None)
+        self.on_trade_closed = on_trade_closed
+        self.mode = mode or config.mode.value
+        self.symbols = set(config.symbols)
+        self._lock = asyncio.Lock()
+        self.last_report: ReconcileReport | None = None
+
+    async def on_stream_reconnect(self) -> ReconcileReport:
+        """Call after every account/market stream reconnect: events may have been missed."""
+        return await self.run("stream reconnect")
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Reconcile every ``reconciliation.interval_min`` minutes until ``stop`` is set."""
+        interval = self.config.reconciliation.interval_min * 60
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.run("periodic")
+            except Exception:
+                log.exception("periodic reconciliation failed")
+
+    async def run(self, reason: str) -> ReconcileReport:
+        """One full reconciliation (runs never overlap)."""
+        async with self._lock:
+            report = ReconcileReport(reason=reason, started_at=datetime.now(UTC))
+            try:
+                await self._reconcile(report)
+            except BingxError as exc:
+                report.error = f"{type(exc).__name__}: {exc}"
+            report.finished_at = datetime.now(UTC)
+            await self._conclude(report)
+            self.last_report = report
+            return report
+
+    # --- the comparison -------------------------------------------------------------------------
+
+    async def _reconcile(self, report: ReconcileReport) -> None:
+        positions = await self.client.positions()
+        open_orders = await self.client.open_orders()
+        balances = await self.client.balance()
+        for b in balances:
+            report.balances[b.asset] = {"equity": f"{b.equity:f}", "available": f"{b.available_margin:f}",
+                                        "unrealised": f"{b.unrealized_profit:f}"}
+
+        db_orders = await Order.filter(mode=self.mode, status__in=WORKING).order_by("id")
+        trades = await Trade.filter(mode=self.mode, state__in=[TradeState.PENDING, TradeState.OPEN,
+                                                                TradeState.CLOSING]).order_by("id")
+        trades_by_id = {t.id: t for t in trades}
+        accounted: set[str] = set()  # exchange order ids matched to a DB row
+        ex_by_cid = {o.client_order_id: o for o in open_orders if o.client_order_id}
+        ex_by_id = {o.order_id: o for o in open_orders}
+
+        # 1. Working DB orders.
+        for order in db_orders:
+            ex = ex_by_cid.get(order.client_order_id) or (ex_by_id.get(order.exchange_order_id or ""))
+            if ex is not None:
+                accounted.add(ex.order_id)
+                report.orders_matched += 1
+                if await apply_exchange(order, ex, SOURCE):
+                    report.order_updates.append(f"{order.client_order_id}: now {order.status.value}")
+                continue
+            await self._resolve_missing(order, report)
+
+        # 2. Exchange orders the bot lost track of.
+        held = {(p.symbol, p.direction) for p in positions if p.size > 0}
+        for ex in open_orders:
+            if ex.order_id in accounted:
+                continue
+            await self._stray_order(ex, held, trades, report)
+
+        # 3. Positions, then 4. protective stops.
+        await self._positions(positions, trades, trades_by_id, report)
+        open_orders = await self.client.open_orders()  # after cancels and adoptions above
+        await self._stops(positions, open_orders, report)
+
+    async def _resolve_missing(self, order: Order, report: ReconcileReport) -> None:
+        """A working DB order that is not open on the exchange: find out what became of it."""
+        ex: ExchangeOrder | None = None
+        real_cid = order.client_order_id if ":" not in order.client_order_id else None
+        if real_cid or order.exchange_order_id:
+            ex = await self.client.query_order(order.symbol, order_id=order.exchange_order_id or None,
+                                               client_order_id=None if order.exchange_order_id else real_cid)
+        if ex is not None:
+            if await apply_exchange(order, ex, SOURCE):
+                report.order_updates.append(f"{order.client_order_id}: now {order.status.value} ({ex.status.value})")
+            if ex.status.is_open:  # open by lookup yet missing from the open list: count it as matched
+                report.orders_matched += 1
+            return
+        cid = order.client_order_id
+        if order.status in UNACKNOWLEDGED:
+            await set_status(order, OrderStatus.REJECTED, SOURCE, error="not found on the exchange: never arrived")
+            report.order_updates.append(f"{cid}: never reached the exchange, marked rejected")
+        elif order.intent in EXIT_INTENTS:
+            await set_status(order, OrderStatus.CANCELLED, SOURCE, error="no longer on the exchange")
+            report.order_updates.append(f"{cid} ({order.intent.value}): gone from the exchange, marked cancelled")
+        else:
+            report.unexplained.append(f"{order.symbol} entry order {cid} was acknowledged but the exchange does not know it")
+
+    async def _stray_order(self, ex: ExchangeOrder, held: set[tuple[str, str]], trades: list[Trade],
+                           report: ReconcileReport) -> None:
+        label = f"{ex.symbol} {ex.side}/{ex.position_side} {ex.type} {ex.orig_qty:f} (id {ex.order_id})"
+        if ex.client_order_id:
+            row = await Order.get_or_none(client_order_id=ex.client_order_id, mode=self.mode)
+            if row is not None:
+                if row.status in WORKING:
+                    await apply_exchange(row, ex, SOURCE)
+                    report.adopted_orders.append(f"{label}: client id {ex.client_order_id} is ours")
+                    return
+                report.unexplained.append(f"{label}: the DB says {row.status.value} but the exchange has it open")
+                return
+        side = _bucket_side(ex)
+        owner = next((t for t in trades if t.symbol == ex.symbol and t.side.upper() == side
+                      and t.state is not TradeState.PENDING), None)
+        if (not ex.client_order_id and _closing(ex) and (ex.type in STOP_TYPES or ex.type in TP_TYPES)
+                and owner is not None and (ex.symbol, side) in held):
+            intent = OrderIntent.STOP_LOSS if ex.type in STOP_TYPES else OrderIntent.TAKE_PROFIT
+            row = await create_order(
+                client_order_id=f"attached:{ex.order_id}", mode=self.mode, symbol=ex.symbol, intent=intent,
+                side=ex.side, position_side=ex.position_side or side, order_type=ex.type, quantity=ex.orig_qty,
+                stop_price=ex.stop_price or None, reduce_only=True, trade_id=owner.id, source=SOURCE,
+                detail={"adopted": True})
+            await apply_exchange(row, ex, SOURCE)
+            report.adopted_orders.append(f"{label}: {intent.value} of trade {owner.id}")
+            return
+        if ex.symbol not in self.symbols:
+            report.manual.append(f"order {label}: on a symbol the bot does not trade")
+            return
+        if self.config.reconciliation.cancel_unknown_orders:
+            try:
+                await self.client.cancel_order(ex.symbol, order_id=ex.order_id)
+                report.cancelled_orders.append(f"{label}: unknown to the bot")
+            except BingxError as exc:
+                report.unexplained.append(f"{label}: unknown to the bot and the cancel failed ({exc})")
+            return
+        report.unexplained.append(f"order {label}: unknown to the bot (cancel_unknown_orders is false)")
+
+    async def _positions(self, positions: list[Position], trades: list[Trade], trades_by_id: dict[int, Trade],
+                         report: ReconcileReport) -> None:
+        expected: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
+        owners: dict[tuple[str, str], list[Trade]] = defaultdict(list)
+        for t in trades:
+            key = (t.symbol, t.side.upper())
+            if t.state is TradeState.PENDING:
+                filled = sum((o.filled_qty for o in await Order.filter(trade_id=t.id, intent=OrderIntent.ENTRY)), ZERO)
+                expected[key] += filled
+                if filled > 0:
+                    report.order_updates.append(f"trade {t.id} {t.symbol} {t.side}: entry filled {filled:f} while "
+                                                "the trade is still pending in the DB")
+            else:
+                expected[key] += Decimal(t.qty)
+            owners[key].append(t)
+        actual: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
+        for p in positions:
+            actual[(p.symbol, p.direction)] += p.size
+        for key in sorted(set(expected) | set(actual)):
+            symbol, side = key
+            want, have = expected[key].normalize(), actual[key].normalize()
+            if want == have:
+                if have > 0:
+                    report.positions_matched.append(f"{symbol} {side} {have:f}")
+                continue
+            if have > 0 and want == 0:
+                if symbol not in self.symbols:
+                    report.manual.append(f"position {symbol} {side} {have:f}: opened by hand, not touched")
+                else:
+                    report.unexplained.append(f"position {symbol} {side} {have:f} has no trade in the DB "
+                                              "(opened by hand on a symbol the bot trades?)")
+                continue
+            if have == 0 and want > 0:
+                for trade in owners[key]:
+                    await self._closed_while_away(trade, report)
+                continue
+            report.unexplained.append(f"position {symbol} {side}: exchange {have:f}, DB expects {want:f}")
+
+    async def _closed_while_away(self, trade: Trade, report: ReconcileReport) -> None:
+        exits = await Order.filter(trade_id=trade.id, intent__in=list(EXIT_INTENTS), status=OrderStatus.FILLED)
+        filled = sum((o.filled_qty for o in exits), ZERO)
+        if trade.state is TradeState.PENDING:
+            report.order_updates.append(f"trade {trade.id} pending with no position: left to the execution layer")
+            return
+        if not exits or filled <= 0:
+            report.unexplained.append(f"trade {trade.id} {trade.symbol} {trade.side} {trade.qty:f} is open in the DB "
+                                      "but the exchange has no position and no exit order of it filled")
+            return
+        if self.on_trade_closed is not None:
+            await self.on_trade_closed(trade, list(exits))
+        else:
+            await self._close_trade_minimal(trade, exits, filled)
+        report.trades_closed.append(f"trade {trade.id} {trade.symbol} {trade.side}: closed by "
+                                    + ", ".join(f"{o.intent.value} {o.client_order_id}" for o in exits))
+
+    async def _close_trade_minimal(self, trade: Trade, exits: list[Order], filled: Decimal) -> None:
+        """Close the trade from its filled exit orders (gross PnL; fees are the execution layer's)."""
+        quote = sum(((o.avg_price or ZERO) * o.filled_qty for o in exits), ZERO)
+        exit_price = quote / filled if filled > 0 else None
+        entry = Decimal(trade.entry_price or 0)
+        direction = Decimal(1) if trade.side.upper() == "LONG" else Decimal(-1)
+        pnl = (exit_price - entry) * filled * direction if exit_price is not None and entry > 0 else ZERO
+        trade.state = TradeState.CLOSED
+        trade.qty = ZERO
+        trade.closed_at = datetime.now(UTC)
+        trade.exit_price = exit_price
+        trade.exit_reason = ("reconcile:" + exits[-1].intent.value)[:32]
+        trade.realized_pnl = Decimal(trade.realized_pnl or 0) + pnl
+        await trade.save()
+        if self.risk is not None:
+            await self.risk.on_trade_closed(trade.symbol, trade.strategy, Decimal(trade.realized_pnl))
+
+    async def _stops(self, positions: list[Position], open_orders: list[ExchangeOrder], report: ReconcileReport) -> None:
+        trades = await Trade.filter(mode=self.mode, state__in=[TradeState.OPEN, TradeState.CLOSING]).order_by("id")
+        held = {(p.symbol, p.direction): p for p in positions if p.size > 0}
+        stops_on: dict[tuple[str, str], list[ExchangeOrder]] = defaultdict(list)
+        for o in open_orders:
+            if o.type in STOP_TYPES and _closing(o):
+                stops_on[(o.symbol, _bucket_side(o))].append(o)
+        for trade in trades:
+            key = (trade.symbol, trade.side.upper())
+            position = held.get(key)
+            if position is None or trade.qty <= 0:
+                continue
+            own = await Order.filter(trade_id=trade.id, intent=OrderIntent.STOP_LOSS, status__in=WORKING)
+            own_ids = {o.exchange_order_id for o in own} | {o.client_order_id for o in own}
+            bucket = stops_on[key]
+            if any(o.order_id in own_ids or o.client_order_id in own_ids for o in bucket):
+                continue
+            unlinked_cover = [o for o in bucket if not o.client_order_id or o.close_position]
+            owners_in_bucket = [t for t in trades if (t.symbol, t.side.upper()) == key]
+            if unlinked_cover and len(owners_in_bucket) == 1:
+                continue  # the position's only trade is covered by a stop adopted above
+            await self._replace_stop(trade, position, report)
+
+    async def _replace_stop(self, trade: Trade, position: Position, report: ReconcileReport) -> None:
+        side = trade.side.upper()
+        hedge = position.position_side in ("LONG", "SHORT")
+        stop = Decimal(trade.stop)
+        qty = min(Decimal(trade.qty), position.size)
+        mark = position.mark_price
+        if mark is None or mark <= 0:
+            mark = (await self.client.premium_index(trade.symbol)).mark_price
+        crossed = (side == "LONG" and mark <= stop) or (side == "SHORT" and mark >= stop)
+        order_type = OrderType.MARKET if crossed else OrderType.STOP_MARKET
+        cid = new_client_order_id("rc")
+        row = await create_order(
+            client_order_id=cid, mode=self.mode, symbol=trade.symbol, intent=OrderIntent.STOP_LOSS,
+            side=_stop_side(side), position_side=side if hedge else "BOTH", order_type=order_type.value,
+            quantity=qty, stop_price=None if crossed else stop, reduce_only=True, trade_id=trade.id, source=SOURCE,
+            detail={"reason": "stop missing on the exchange", "mark": str(mark)})
+        request = OrderRequest(
+            symbol=trade.symbol, side=Side(_stop_side(side)), position_side=PositionSide(side if hedge else "BOTH"),
+            type=order_type, quantity=qty, stop_price=None if crossed else stop,
+            working_type=None if crossed else WorkingType.MARK_PRICE, reduce_only=not hedge, client_order_id=cid)
+        await set_status(row, OrderStatus.SENT, SOURCE)
+        label = f"trade {trade.id} {trade.symbol} {side} {qty:f}"
+        try:
+            placed = await self.client.place_order(request, reference_price=mark)
+        except OrderStateUnknownError as exc:
+            await set_status(row, OrderStatus.UNKNOWN, SOURCE, error=str(exc))
+            report.unexplained.append(f"{label}: stop re-placement outcome unknown ({exc})")
+            return
+        except BingxError as exc:
+            await set_status(row, OrderStatus.REJECTED, SOURCE, error=str(exc))
+            report.unexplained.append(f"{label}: missing stop could not be re-placed ({exc})")
+            return
+        await apply_exchange(row, placed, SOURCE)
+        if crossed:
+            report.positions_closed.append(f"{label}: mark {mark:f} already past the stop {stop:f}, closed at market")
+        else:
+            report.stops_replaced.append(f"{label}: stop at {stop:f} (client id {cid})")
+        log.warning("reconciliation re-placed the stop of trade %s", trade.id,
+                    extra={"symbol": trade.symbol, "client_order_id": cid, "trade_id": trade.id})
+
+    # --- outcome --------------------------------------------------------------------------------
+
+    async def _conclude(self, report: ReconcileReport) -> None:
+        detail: dict[str, Any] = {"reason": report.reason, "unexplained": report.unexplained[:20],
+                                  "error": report.error}
+        if report.error is not None:
+            log.error("reconciliation could not read the exchange: %s", report.error)
+            if self.risk is not None:
+                await self.risk.protections.lock(ProtectionKind.RECONCILIATION_UNAVAILABLE,
+                                                 f"exchange unreadable: {report.error}"[:255], None, detail=detail)
+            else:
+                await emit(self.alert, RiskEvent("halt", "Reconciliation failed", report.summary(), detail))
+            return
+        if report.unexplained:
+            text = "; ".join(report.unexplained)
+            if self.risk is not None:
+                await self.risk.halt(f"reconciliation: {text}"[:255], "reconciliation",
+                                     lock_kind=ProtectionKind.RECONCILIATION, detail=detail)
+            await emit(self.alert, RiskEvent("halt", "Reconciliation found unexplained differences",
+                                             report.summary(), detail, dedup_key="reconcile:unexplained"))
+            return
+        if self.risk is not None:
+            await self.risk.protections.lift_kind(ProtectionKind.RECONCILIATION_UNAVAILABLE, "reconciliation")
+        changes = report.stops_replaced + report.positions_closed + report.cancelled_orders + report.trades_closed
+        if changes or report.manual:
+            await emit(self.alert, RiskEvent("protection", "Reconciliation repaired or reported differences",
+                                             report.summary(), {"reason": report.reason},
+                                             dedup_key="reconcile:changes"))
+        log.info("reconciliation (%s) OK: %d positions, %d orders matched", report.reason,
+                 len(report.positions_matched), report.orders_matched)
