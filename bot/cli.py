@@ -33,7 +33,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("simulate", "serve a local BingX-compatible exchange replaying a candle file", "engine.simulator.cli"),
     Subcommand("doctor", "check config, database, exchange keys, clock and account state", "engine.risk.doctor_cli"),
     Subcommand("emergency-stop", "cancel every order and close every position at market", "engine.risk.cli"),
-    Subcommand("download", "download historical klines to a CSV file", None),
+    Subcommand("download", "download historical klines to a CSV file", "engine.data.cli"),
 )
 
 

@@ -249,6 +249,8 @@ async def test_alert_sender_text_and_photo(stack: Stack, tmp_path) -> None:
 
 async def test_token_never_logged_or_stored(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    # setup_logging() (run by other tests) quiets httpx; this test needs its raw request lines.
+    caplog.set_level(logging.DEBUG, logger="httpx")
     await stack.fake.push_command(USER, CHAT, "/status")
     await _reply_to(stack.fake, CHAT, 0)
     await stack.fake.push_command(STRANGER, CHAT, "/status")

@@ -12,6 +12,21 @@ from bot.config import AppConfig
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``trading-bot doctor``."""
     add_config_argument(parser)
+    parser.add_argument(
+        "--contracts",
+        action="store_true",
+        help="list the exchange's perpetual contracts and their trading rules (cached for an hour) and exit",
+    )
+    parser.add_argument(
+        "--exchange",
+        default="bingx",
+        help="with --contracts: bingx or any ccxt exchange id (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="with --contracts: every contract, not only the configured symbols",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(config, int):
         return config
     configure_logging(config, console=False)
+    if args.contracts:
+        from engine.data.cli import doctor_contracts
+
+        return asyncio.run(doctor_contracts(config, exchange=args.exchange, symbols=() if args.all else None))
     return asyncio.run(_doctor(config))
 
 
