@@ -24,6 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from strategies.params import StrategiesConfig
 
 DEFAULT_CONFIG_PATH = Path("config.yaml")
+# The documented config.yaml shipped with the project: its ${VAR} mappings make the environment work
+# even when the working directory has no config.yaml of its own.
+SHIPPED_CONFIG_PATH = Path(__file__).resolve().parents[1] / "config.yaml"
 DEFAULT_DATABASE_URL = "sqlite://data/trading-bot.db"
 
 # Keys whose values are secrets: masked in every error message and in `doctor`/`/config` output.
@@ -368,15 +371,19 @@ def load_config(
 ) -> AppConfig:
     """Load, substitute and validate the configuration.
 
-    ``path=None`` (or a missing default ``config.yaml``) gives the embedded defaults: paper
-    mode on SQLite. ``overrides`` is merged on top of the file (used by tests and the CLI).
+    A missing default ``config.yaml`` falls back to the shipped one (same defaults, plus its
+    ``${VAR}`` mappings), and without that to the embedded defaults: paper mode on SQLite.
+    ``path=None`` means the embedded defaults. ``overrides`` is merged on top (tests, CLI).
     """
     raw: Any = {}
     config_path = Path(path) if path is not None else None
+    # .env sits next to the config the user asked for (the working directory by default).
+    env_dir = config_path.parent if config_path is not None else Path(".")
+    if config_path == DEFAULT_CONFIG_PATH and not config_path.is_file():
+        config_path = SHIPPED_CONFIG_PATH if SHIPPED_CONFIG_PATH.is_file() else None
     if config_path is not None:
         if not config_path.is_file():
-            if config_path != DEFAULT_CONFIG_PATH:
-                raise ConfigError(f"config file not found: {config_path}")
+            raise ConfigError(f"config file not found: {config_path}")
         else:
             try:
                 raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
@@ -386,7 +393,7 @@ def load_config(
         raise ConfigError(f"{config_path}: the top level must be a mapping of keys, got {type(raw).__name__}")
 
     if env is None:
-        dotenv_path = Path(env_file) if env_file else (config_path.parent if config_path else Path(".")) / ".env"
+        dotenv_path = Path(env_file) if env_file else env_dir / ".env"
         merged_env = {**load_env_file(dotenv_path), **os.environ}
     else:
         merged_env = dict(env)

@@ -48,10 +48,20 @@ def test_shipped_config_documents_every_key_with_a_comment() -> None:
         assert "#" in line or commented_above, f"config.yaml key without a comment: {line!r}"
 
 
-def test_missing_default_config_gives_embedded_defaults(tmp_path: Path) -> None:
-    os.chdir(tmp_path)
-    config = load_config(env={})
-    assert config == AppConfig()
+def test_missing_default_config_uses_the_shipped_file_with_its_environment_mappings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config(env={}) == AppConfig()  # the shipped file holds exactly the embedded defaults
+    config = load_config(env={"TRADING_MODE": "live", "BINGX_API_KEY": "k" * 8, "BINGX_API_SECRET": "s" * 8,
+                              "BINGX_REST_URL": "http://127.0.0.1:8080"})
+    assert config.mode is TradingMode.LIVE and config.exchange.rest_url == "http://127.0.0.1:8080"
+    assert load_config(None, env={"TRADING_MODE": "live"}) == AppConfig()  # None: embedded defaults only
+
+
+def test_an_explicit_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml", env={})
 
 
 def test_env_substitution_with_defaults_and_dotenv(tmp_path: Path) -> None:
