@@ -1,32 +1,99 @@
-"""The long-running worker: owns the components and their start/stop order."""
+"""The long-running worker: owns the components and their start/stop order.
+
+Start (``trading-bot run``), in this order - nothing trades before reconciliation:
+
+1. database (migrations) and the ``/health`` endpoint;
+2. the single-instance lock (a second bot on the same account refuses to start);
+3. pre-flight checks (config, database, exchange reachability, keys, clock, contracts, balance);
+   a fatal failure in live mode stops the start;
+4. reconciliation (live): the exchange against the database - orders left SENT/UNKNOWN by a crash
+   are looked up, missing stops re-placed, trades closed while away booked;
+5. the trading runtime: time sync, contracts, venue, broker, warm-up, **restart recovery** (open
+   trades back into the engines), then the market and account streams;
+6. supervised components (STOP-file watcher, health monitor; the runtime's own loops are
+   watched) and the scheduled jobs (``bot.jobs``).
+
+Stop (SIGTERM/SIGINT, within ``shutdown.timeout_s``): entries halted, jobs and components
+stopped, unfilled entry orders cancelled, exchange stops left in place (or every position closed
+with ``shutdown.close_positions: true``), streams closed, alerts flushed, lock released, database
+closed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
 
-from bot.config import AppConfig
+from bot.alert_hub import AlertHub, net_pnl
+from bot.config import AppConfig, TradingMode
+from bot.dashboard import DashboardInputs, render_dashboard
 from bot.health import HealthServer, HealthState
+from bot.jobs import WorkerJobs
+from bot.scheduler import JobScheduler
+from bot.supervisor import Supervisor
 from bot.systemd_notify import SystemdNotifier
 from db.database import close_db, init_db
+from db.models import Trade
 
 log = logging.getLogger(__name__)
+logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one INFO line per job run drowns the trading log
+
+EXIT_FAILURE = 1
+DEFAULT_WARMUP_CANDLES = 1000  # 5m SMA50 + 1m SMA200 + RSI convergence need far more than 300 one-minute bars
+
+
+def _is_loopback(url: str | None) -> bool:
+    """True for a URL on this machine (the local simulator)."""
+    if not url:
+        return False
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+class WorkerStartError(Exception):
+    """The worker could not start safely (reason in the message; nothing was traded)."""
 
 
 class Worker:
     """Starts the database, health endpoint and trading components; stops them in reverse order."""
 
-    def __init__(self, config: AppConfig, notifier: SystemdNotifier | None = None) -> None:
+    def __init__(self, config: AppConfig, notifier: SystemdNotifier | None = None, *,
+                 runtime_options: Any | None = None, dashboard_interval_s: float | None = None) -> None:
         self.config = config
+        self.mode = config.mode.value
         self.health = HealthState(stale_feed_s=config.health.stale_feed_s)
         self.notifier = notifier or SystemdNotifier()
+        self.alerts = AlertHub(self.mode)
+        self.runtime_options = runtime_options
+        self.dashboard_interval_s = dashboard_interval_s
+        self.started_at = time.monotonic()
+        self.runtime: Any = None  # engine.execution.runtime.TradingRuntime once started
+        self.risk: Any = None  # engine.risk.manager.RiskManager
+        self.reconciler: Any = None
+        self.supervisor = Supervisor(self._on_component_failure)
+        self.scheduler: JobScheduler | None = None
         self._health_server: HealthServer | None = None
         self._watchdog_task: asyncio.Task[None] | None = None
+        self._lock: Any = None
+        self._stop_event = asyncio.Event()
+        self._reconcile_task: asyncio.Task[None] | None = None
+        self._trading_task: asyncio.Task[None] | None = None
+        self._last_kline: dict[str, tuple[Any, ...]] = {}
+        self.runtime_stopped = False
+        self._db_ready = False
+
+    # -- start -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bring every component up; raises if a required one cannot start."""
-        mode = self.config.mode.value
+        """Bring every component up; on a failure that makes trading unsafe, clean up and exit 1."""
+        mode = self.mode
         log.info(
             "trading-bot starting in %s mode, symbols %s, database %s",
             mode.upper(),
@@ -34,29 +101,354 @@ class Worker:
             self.config.database.url.split("://", 1)[0],
             extra={"mode": mode},
         )
+        try:
+            await self._start()
+        except WorkerStartError as exc:
+            log.error("trading-bot cannot start: %s", exc, extra={"mode": mode})
+            await self._teardown()
+            raise SystemExit(EXIT_FAILURE) from None
+        self.notifier.ready(f"{mode} mode")
+        log.info("trading-bot started", extra={"mode": mode})
+
+    async def _start(self) -> None:
         await init_db(self.config.database.url)
+        self._db_ready = True
         if self.config.health.enabled:
             self._health_server = HealthServer(self.health, self.config.health.host, self.config.health.port)
             await self._health_server.start()
         interval = self.notifier.watchdog_interval_s()
         if interval:
             self._watchdog_task = asyncio.create_task(self._watchdog(interval), name="systemd-watchdog")
-        self.notifier.ready(f"{mode} mode")
-        log.info("trading-bot started", extra={"mode": mode})
+        await self._acquire_lock()
+        await self._preflight()
+        # the trading side connects in the background and retries with backoff while the exchange is
+        # unreachable: the process stays up (health says why it is unhealthy) instead of crash-looping
+        self._trading_task = asyncio.create_task(self._trading_start_loop(), name="trading-start")
+
+    async def _preflight(self) -> None:
+        from engine.exchange.bingx.rest import BingxRestClient
+        from engine.exchange.bingx.urls import resolve_urls
+        from engine.risk.preflight import run_preflight
+
+        exchange = self.config.exchange
+        rest_url, _ = resolve_urls(exchange.testnet, exchange.rest_url, exchange.ws_url)
+        client = BingxRestClient(rest_url=rest_url, api_key=exchange.api_key.get_secret_value(),
+                                 api_secret=exchange.api_secret.get_secret_value(), recv_window_ms=exchange.recv_window_ms,
+                                 request_timeout_s=exchange.request_timeout_s)
+        try:
+            report = await run_preflight(self.config, client)
+        finally:
+            await client.close()
+        simulator = _is_loopback(exchange.rest_url)
+        fatal_failures = []
+        for check in report.checks:
+            # a local simulator replays the past: its clock is years "off" by design (and it relaxes recvWindow)
+            fatal = check.fatal and not (simulator and check.name == "clock offset")
+            level = logging.INFO if check.ok else (logging.ERROR if fatal else logging.WARNING)
+            log.log(level, "pre-flight %s: %s - %s", check.name, "ok" if check.ok else "FAILED", check.detail,
+                    extra={"mode": self.mode})
+            if fatal and not check.ok:
+                fatal_failures.append(check.name)
+        if fatal_failures:
+            raise WorkerStartError(f"pre-flight checks failed ({', '.join(fatal_failures)}):\n" + report.text())
+
+    async def _trading_start_loop(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self._start_trading()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.health.api_failed(f"trading start: {type(exc).__name__}")
+                log.error("trading could not start (%s: %s); retrying in %.0f s", type(exc).__name__, exc, delay,
+                          extra={"mode": self.mode})
+                await self.alerts.publish("error", f"[{self.mode.upper()}] trading could not start: {type(exc).__name__}: "
+                                          f"{exc}; retrying in {delay:.0f} s", {})
+                await asyncio.sleep(delay)
+                delay = min(60.0, delay * 2)
+
+    async def _acquire_lock(self) -> None:
+        from engine.risk.instance_lock import InstanceLock, InstanceLockError, account_key_for
+
+        self._lock = InstanceLock(self.config.database.url, account_key_for(self.config))
+        try:
+            await self._lock.acquire()
+        except InstanceLockError as exc:
+            self._lock = None
+            raise WorkerStartError(f"another instance is running on this account: {exc}") from None
+
+    async def _start_trading(self) -> None:
+        from engine.execution.runtime import RuntimeOptions, TradingRuntime
+        from engine.risk.hooks import pre_trade_gate
+        from engine.risk.manager import RiskManager
+        from engine.risk.reconcile import Reconciler
+
+        config = self.config
+        live = config.mode is TradingMode.LIVE
+        if self.risk is None:
+            self.risk = RiskManager(config, alert=self.alerts.risk, close_all=self.close_all)
+            self.alerts.on_trade_closed = self._trade_closed
+        options = self.runtime_options or RuntimeOptions(warmup_candles=DEFAULT_WARMUP_CANDLES)
+        runtime = TradingRuntime(config, pre_trade_gate=pre_trade_gate(self.risk), on_alert=self.alerts.execution,
+                                 options=options)
+        runtime.on_stream_event = self._on_stream_event
+        try:
+            if live:
+                # before anything trades: the exchange is the truth, the database is brought in line
+                self.reconciler = Reconciler(runtime.rest, config, self.risk, alert=self.alerts.risk, mode=self.mode)
+                start_report = await self.reconciler.run("start")
+                self._note_api(start_report.error)
+                log.info("%s", start_report.summary(), extra={"mode": self.mode})
+                if start_report.error is not None:
+                    raise ConnectionError(f"start reconciliation could not read the exchange: {start_report.error}")
+            self.runtime = runtime
+            await runtime.start()
+        except BaseException:
+            self.runtime = None
+            with contextlib.suppress(Exception):
+                await runtime.stop()
+            raise
+        self.health.api_ok()
+        self.health.extra["mode"] = self.mode
+        recovery = runtime.recovery
+        if recovery is not None and (recovery.restored or not recovery.ok):
+            await self.alerts.publish("error" if not recovery.ok else "reconnect",
+                                      f"[{self.mode.upper()}] {recovery.summary()}", {})
+        self._watch_runtime()
+        self._start_components()
+        log.info("trading started: %s", ",".join(config.symbols), extra={"mode": self.mode})
+
+    def _watch_runtime(self) -> None:
+        runtime = self.runtime
+        for task in list(runtime._tasks):  # noqa: SLF001 - the runtime's own loops; they must never die silently
+            self.supervisor.watch(task.get_name(), task)
+        for symbol, sym in runtime.symbols.items():
+            if sym.worker is not None:
+                self.supervisor.watch(f"candles-{symbol}", sym.worker)
+        worker = getattr(runtime.broker, "_worker", None)
+        if worker is not None:
+            self.supervisor.watch("execution-broker", worker)
+
+    def _start_components(self) -> None:
+        from engine.risk.stop_file import StopFileWatcher
+
+        async def on_stop_file(reason: str) -> None:
+            await self.risk.pause("stop_file", reason)
+            await self.alerts.publish("halt", f"[{self.mode.upper()}] {reason}: entries paused", {})
+
+        watcher = StopFileWatcher(self.config.emergency.stop_file, on_stop_file)
+        self.supervisor.spawn("stop-file", lambda: watcher.run(self._stop_event))
+        self.supervisor.spawn("health-monitor", self._health_monitor)
+        if self.dashboard_interval_s:
+            self.supervisor.spawn("dashboard", self._dashboard_loop)
+        self.scheduler = JobScheduler(on_error=self._on_job_error)
+        for spec in WorkerJobs(self).specs():
+            self.scheduler.add(spec)
+        self.scheduler.start()
+
+    # -- running -----------------------------------------------------------------------------------
+
+    async def _on_stream_event(self, event: Any) -> None:
+        """Every market/account stream event (called inline: keep it cheap)."""
+        from engine.exchange.bingx.events import KlineEvent, StreamReconnected, TradeEvent
+
+        if isinstance(event, TradeEvent):
+            self.health.market_data_seen()
+        elif isinstance(event, KlineEvent):
+            # a repeated identical kline snapshot is not news: only a changed candle proves the feed is live
+            signature = (event.open_time_ms, event.close, event.volume)
+            if self._last_kline.get(event.symbol) != signature:
+                self._last_kline[event.symbol] = signature
+                self.health.market_data_seen()
+        elif isinstance(event, StreamReconnected):
+            log.warning("%s stream reconnected after %.1f s", event.stream if hasattr(event, "stream") else "a",
+                        getattr(event, "downtime_s", 0.0), extra={"mode": self.mode})
+            await self.alerts.publish("reconnect", f"[{self.mode.upper()}] stream reconnected", {})
+            if self.reconciler is not None and (self._reconcile_task is None or self._reconcile_task.done()):
+                # events may have been missed while it was down: compare with the exchange now (not inline)
+                self._reconcile_task = asyncio.create_task(self.reconcile("stream reconnect"), name="reconcile-reconnect")
+
+    async def reconcile(self, reason: str) -> None:
+        """One reconciliation run (live), with health and circuit-breaker bookkeeping."""
+        if self.reconciler is None:
+            return
+        try:
+            report = await self.reconciler.run(reason)
+        except Exception as exc:
+            await self.api_failed(f"reconciliation ({reason})", exc)
+            return
+        self._note_api(report.error)
+        if report.error is not None:
+            await self.risk.record_api_error(f"reconciliation: {report.error}")
+
+    def _note_api(self, error: str | None) -> None:
+        if error is None:
+            self.health.api_ok()
+        else:
+            self.health.api_failed(error)
+
+    async def api_failed(self, what: str, exc: BaseException) -> None:
+        """An exchange call of a job failed: health, circuit breaker, log."""
+        log.warning("%s failed: %s: %s", what, type(exc).__name__, exc, extra={"mode": self.mode})
+        self.health.api_failed(f"{what}: {type(exc).__name__}")
+        if self.risk is not None:
+            with contextlib.suppress(Exception):
+                await self.risk.record_api_error(what)
+
+    async def halt_entries(self, reason: str) -> None:
+        """An unrecoverable problem: no new entries (open positions stay managed, their stops stay on the exchange)."""
+        if self.runtime is not None and self.runtime.broker is not None:
+            self.runtime.broker.halt(reason)
+        if self.risk is not None:
+            with contextlib.suppress(Exception):
+                await self.risk.halt(reason, "worker")
+        self.health.set_halted(reason)
+
+    async def _on_component_failure(self, name: str, exc: BaseException, gave_up: bool) -> None:
+        text = f"[{self.mode.upper()}] component {name} failed: {type(exc).__name__}: {exc}"
+        if gave_up:
+            await self.halt_entries(f"component {name} failed for good")
+            text += "; given up, entries halted"
+        else:
+            text += "; restarting"
+        await self.alerts.publish("error", text, {"component": name})
+
+    def _on_job_error(self, job: str, exc: BaseException) -> None:
+        asyncio.get_running_loop().create_task(
+            self.alerts.publish("error", f"[{self.mode.upper()}] scheduled job {job} failed: {type(exc).__name__}: {exc}",
+                                {"job": job}))
+
+    async def _health_monitor(self) -> None:
+        """Mirror the halted state into /health and systemd's status line."""
+        while True:
+            reason = ""
+            broker = self.runtime.broker if self.runtime is not None else None
+            if broker is not None and broker.halted_reason:
+                reason = broker.halted_reason
+            else:
+                info = await self.risk.state.current()
+                if info.state.value == "HALTED":
+                    reason = info.reason or "halted"
+            self.health.set_halted(reason)
+            await asyncio.sleep(1.0)
+
+    async def _dashboard_loop(self) -> None:
+        assert self.dashboard_interval_s
+        while True:
+            await asyncio.sleep(self.dashboard_interval_s)
+            print(await self.dashboard_text(), flush=True)
+
+    async def current_equity(self) -> Decimal | None:
+        """Wallet plus open PnL at the last prices (None before the runtime is up)."""
+        broker = self.runtime.broker if self.runtime is not None else None
+        if broker is None:
+            return None
+        try:
+            broker.wallet = await broker.venue.wallet_balance()
+            self.health.api_ok()
+        except Exception as exc:
+            await self.api_failed("wallet", exc)
+        symbol = self.config.symbols[0]
+        mark = broker.last_price.get(symbol)
+        equity = broker.equity(symbol, mark) if mark is not None else float(broker.wallet)
+        return Decimal(repr(equity))
+
+    async def dashboard_text(self) -> str:
+        """The console dashboard."""
+        equity = await self.current_equity() or Decimal(0)
+        status = await self.risk.status(equity)
+        strategies = self.config.strategies
+        broker = self.runtime.broker
+        inputs = DashboardInputs(
+            mode=self.mode, uptime_s=time.monotonic() - self.started_at, symbols=list(self.config.symbols),
+            strategies={"multi_timeframe_long": strategies.multi_timeframe_long.enabled,
+                        "trend_distance_short": strategies.trend_distance_short.enabled},
+            equity=equity, peak_equity=status.peak_equity, state=status.state.value, state_reason=status.state_reason,
+            last_prices=dict(broker.last_price) if broker is not None else {},
+            halted_reason=broker.halted_reason if broker is not None else None,
+        )
+        now = None
+        if self.runtime is not None:
+            with contextlib.suppress(Exception):  # "today" is the exchange's day (a replay lives in the past)
+                now = datetime.fromtimestamp(self.runtime.now_ms() / 1000, UTC)
+        return await render_dashboard(inputs, now=now)
+
+    async def _trade_closed(self, trade: Trade) -> None:
+        await self.risk.on_trade_closed(trade.symbol, trade.strategy, net_pnl(trade))
+
+    async def close_all(self, reason: str) -> None:
+        """Close every open trade at market (kill switch with close_positions_on_kill_switch, shutdown)."""
+        broker = self.runtime.broker if self.runtime is not None else None
+        if broker is None:
+            return
+        for ctx in list(broker.active_trades):
+            broker.close_trade(ctx.trade_id, reason)
+        await broker.settle()
+
+    # -- stop --------------------------------------------------------------------------------------
 
     async def stop(self) -> None:
-        """Stop components and flush the database."""
-        mode = self.config.mode.value
+        """Graceful shutdown within ``shutdown.timeout_s``; exchange stops stay unless configured otherwise."""
         self.notifier.stopping()
-        log.info("trading-bot stopping", extra={"mode": mode})
+        log.info("trading-bot stopping", extra={"mode": self.mode})
+        budget = self.config.shutdown.timeout_s
+        try:
+            await asyncio.wait_for(self._stop_trading(), max(1.0, budget - 2.0))
+        except Exception as exc:  # includes the timeout: what is left below must still run
+            log.error("shutdown of trading did not finish cleanly: %s: %s", type(exc).__name__, exc, extra={"mode": self.mode})
+        await self._teardown()
+        log.info("trading-bot stopped cleanly", extra={"mode": self.mode})
+
+    async def _stop_trading(self) -> None:
+        self._stop_event.set()
+        if self._trading_task is not None and not self._trading_task.done():
+            self._trading_task.cancel()
+            await asyncio.gather(self._trading_task, return_exceptions=True)
+        runtime = self.runtime
+        if runtime is None:
+            return
+        if runtime.broker is not None:
+            runtime.broker.halt("shutting down")  # no new entries from here on
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+        await self.supervisor.stop()
+        if self._reconcile_task is not None:
+            self._reconcile_task.cancel()
+            await asyncio.gather(self._reconcile_task, return_exceptions=True)
+        if self.config.mode is TradingMode.LIVE:
+            from engine.risk.shutdown import shutdown_trading
+
+            if runtime.broker is not None:
+                await runtime.broker.settle(timeout_s=2.0)
+            report = await shutdown_trading(runtime.rest, self.config)
+            log.info("shutdown: cancelled entries %s, closed %s, failures %s", report.cancelled_entries,
+                     report.closed_positions, report.failures, extra={"mode": self.mode})
+        elif self.config.shutdown.close_positions:
+            await self.close_all("shutdown")
+        if runtime.broker is not None:
+            await runtime.broker.settle(timeout_s=2.0)
+        await runtime.stop()
+        self.runtime_stopped = True
+
+    async def _teardown(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.alerts.flush(), 2.0)
+        if self.runtime is not None and not self.runtime_stopped:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.runtime.stop(), 3.0)
         if self._watchdog_task is not None:
             self._watchdog_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog_task
         if self._health_server is not None:
             await self._health_server.stop()
-        await close_db()
-        log.info("trading-bot stopped cleanly", extra={"mode": mode})
+        if self._lock is not None:
+            with contextlib.suppress(Exception):
+                await self._lock.release()
+        if self._db_ready:
+            await close_db()
 
     async def _watchdog(self, interval_s: float) -> None:
         # Pings come from the event loop itself: a blocked loop stops them and systemd restarts us.

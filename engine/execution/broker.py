@@ -453,6 +453,8 @@ class ExecutionBroker:
                 else:
                     ctx.target = None
                 continue
+            if update.stop_price and update.stop_price > 0:
+                protective.price = update.stop_price  # the level as the exchange holds it (rounded to its tick)
             await self._apply(order, dataclass_replace(update, source="lookup"))
         if ctx.closed:
             report.closed.append(f"{ctx.trade_id}: closed by its exchange order while the bot was away")
@@ -462,6 +464,8 @@ class ExecutionBroker:
         for role, old, new in (("stop", before[0], after[0]), ("target", before[1], after[1])):
             if new is not None and new != old:
                 report.protective_replaced.append(f"{ctx.trade_id}: {role} {old or 'missing'} -> {new}")
+                if self.venue.mode is ExecMode.PAPER:
+                    continue  # the paper book lives in memory: after a restart it is always rebuilt, nothing to alert
                 await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the {role} was missing at restart; re-placed "
                                   f"({new})", {"trade_id": ctx.trade_id})
 

@@ -19,6 +19,7 @@ Fill rules (the differences from the backtester are listed in README.md):
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
@@ -79,7 +80,8 @@ class PaperVenue:
         self.leverage: dict[str, int] = {}
         self.orders: dict[str, _PaperOrder] = {}
         self.positions: dict[tuple[str, str], _PaperPosition] = {}
-        self._next_id = 1
+        # ids stay unique across restarts (the database keeps the old ones): microseconds at start, then +1
+        self._next_id = time.time_ns() // 1000
         self._callback: UpdateCallback | None = None
 
     # -- Venue -------------------------------------------------------------------------------------
