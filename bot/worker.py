@@ -88,6 +88,7 @@ class Worker:
         self._last_kline: dict[str, tuple[Any, ...]] = {}
         self.runtime_stopped = False
         self._db_ready = False
+        self.chatops: Any = None  # bot.chatops.ChatOps: alerts to chat, Telegram/Discord commands, approvals
 
     # -- start -------------------------------------------------------------------------------------
 
@@ -121,6 +122,10 @@ class Worker:
             self._watchdog_task = asyncio.create_task(self._watchdog(interval), name="systemd-watchdog")
         await self._acquire_lock()
         await self._preflight()
+        from bot.chatops import ChatOps
+
+        self.chatops = ChatOps()
+        await self.chatops.start(self)
         # the trading side connects in the background and retries with backoff while the exchange is
         # unreachable: the process stays up (health says why it is unhealthy) instead of crash-looping
         self._trading_task = asyncio.create_task(self._trading_start_loop(), name="trading-start")
@@ -194,6 +199,8 @@ class Worker:
         runtime = TradingRuntime(config, pre_trade_gate=pre_trade_gate(self.risk), on_alert=self.alerts.execution,
                                  options=options)
         runtime.on_stream_event = self._on_stream_event
+        if self.chatops is not None:
+            runtime.entry_approval = self.chatops.entry_approval  # approval mode (a no-op while it is off)
         try:
             if live:
                 # before anything trades: the exchange is the truth, the database is brought in line
@@ -435,6 +442,11 @@ class Worker:
     async def _teardown(self) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.alerts.flush(), 2.0)
+        if self.chatops is not None:
+            try:
+                await asyncio.wait_for(self.chatops.stop(), 6.0)
+            except Exception as exc:
+                log.warning("chat-ops did not stop cleanly: %s", type(exc).__name__, extra={"mode": self.mode})
         if self.runtime is not None and not self.runtime_stopped:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.runtime.stop(), 3.0)

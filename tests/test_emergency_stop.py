@@ -142,3 +142,30 @@ async def test_shutdown_cancels_entries_keeps_stops_or_closes(db_url, sim) -> No
         closed = await close_bot_positions(client, cfg)
         assert len(closed.closed_positions) == 1
         assert (await sim_state(sim))["positions"] == []
+
+
+async def test_emergency_closes_are_booked_to_their_trades_so_reconciliation_stays_clean(tmp_path: Path, sim) -> None:
+    """After a flat emergency stop the bot's trades close in the DB; the next reconciliation finds nothing amiss."""
+    from bot.config import load_config
+    from db.models import Trade, TradeState
+    from engine.risk.manager import RiskManager
+    from engine.risk.reconcile import Reconciler
+
+    await init_db(f"sqlite://{tmp_path / 'bot.db'}")
+    try:
+        async with client_for(sim) as client:
+            long_trade, _ = await open_trade(client, side="LONG", qty="100")
+            short_trade, _ = await open_trade(client, side="SHORT", qty="40", strategy="trend_distance_short")
+            config = load_config(_write_config(tmp_path, sim), env={})
+            risk = RiskManager(config)
+            report = await emergency_stop(client, risk=risk, actor="test", mode="live")
+            assert report.flat
+            emergency_orders = await Order.filter(intent=OrderIntent.EMERGENCY_CLOSE)
+            assert sorted(o.trade_id for o in emergency_orders) == sorted([long_trade.id, short_trade.id])
+
+            reconcile = await Reconciler(client, config, risk, mode="live").run("after emergency stop")
+            assert reconcile.ok, reconcile.summary()
+            for trade in (long_trade, short_trade):
+                assert (await Trade.get(id=trade.id)).state is TradeState.CLOSED
+    finally:
+        await close_db()

@@ -80,6 +80,9 @@ class GateDecision:
 
 
 PreTradeGate = Callable[[TradeRequest], Awaitable[GateDecision]]
+# A human approval of an entry that passed the risk gate: (request, stored signal row) -> decision.
+# It may wait minutes, so the broker runs it OUTSIDE its job queue (exits and stops keep flowing).
+EntryApproval = Callable[[TradeRequest, Signal], Awaitable[GateDecision]]
 AlertHook = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 
 
@@ -177,6 +180,7 @@ class ExecutionBroker:
         self.mode = venue.mode.value
         self.leverage = max(1, int(leverage))
         self.pre_trade_gate = pre_trade_gate
+        self.entry_approval: EntryApproval | None = None  # set by chat-ops (approval mode)
         self.on_alert = on_alert
         self.exit_grace_s = exit_grace_s
         self.settle_timeout_s = settle_timeout_s
@@ -509,21 +513,26 @@ class ExecutionBroker:
 
     # -- entries ------------------------------------------------------------------------------------
 
-    async def _open(self, ctx: TradeCtx, reference_price: float, time_ms: int) -> None:
+    async def _open(self, ctx: TradeCtx, reference_price: float, time_ms: int, approved: bool = False) -> None:
         position = ctx.position
         signal = position.signal
         extra = self._log_extra(ctx)
         signal_row = await self._signal_row(signal, SignalFate.TAKEN, "")
         reason = self._entry_blocker(ctx)
+        request = TradeRequest(
+            self.mode, ctx.symbol, ctx.strategy, ctx.side, position.qty, signal.entry, signal.stop, signal.target,
+            float(position.qty) * abs(signal.entry - signal.stop), float(position.qty) * reference_price,
+            self.equity(ctx.symbol, reference_price), time_ms,
+        )
         if reason is None and self.pre_trade_gate is not None:
-            equity = self.equity(ctx.symbol, reference_price)
-            request = TradeRequest(
-                self.mode, ctx.symbol, ctx.strategy, ctx.side, position.qty, signal.entry, signal.stop, signal.target,
-                float(position.qty) * abs(signal.entry - signal.stop), float(position.qty) * reference_price, equity, time_ms,
-            )
+            # also re-run after an approval: the state may have changed during the wait (paused, locked)
             decision = await self.pre_trade_gate(request)
             if not decision.allowed:
                 reason = f"risk: {decision.reason}"
+        # ``active`` (when the hook has it) says whether approval mode is on right now: off => no detour
+        if reason is None and not approved and self.entry_approval is not None and getattr(self.entry_approval, "active", True):
+            self._spawn_approval(ctx, request, signal_row, time_ms)
+            return
         if reason is None:
             try:
                 await self._prepare_symbol(ctx.symbol)
@@ -559,6 +568,47 @@ class ExecutionBroker:
         if update is not None:
             self._awaiting.add(order.id)
             await self._apply(order, update)
+
+    def _spawn_approval(self, ctx: TradeCtx, request: TradeRequest, signal_row: Signal, time_ms: int) -> None:
+        """Wait for the approval in its own task; the outcome comes back through the job queue."""
+        approval = self.entry_approval
+        assert approval is not None
+
+        async def wait() -> None:
+            try:
+                decision = await approval(request, signal_row)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no decision is a denial: never open on an error
+                logger.exception("[%s] approval of %s failed", self.mode.upper(), ctx.trade_id, extra=self._log_extra(ctx))
+                decision = GateDecision(False, f"approval failed: {type(exc).__name__}")
+            if decision.allowed:
+                price = self.last_price.get(ctx.symbol, request.entry)
+                self._enqueue(f"entry {ctx.trade_id} (approved)", lambda: self._open(ctx, price, time_ms, approved=True))
+            else:
+                self._enqueue(f"entry {ctx.trade_id} (not approved)", lambda: self._not_approved(ctx, decision.reason))
+
+        task = asyncio.create_task(wait(), name=f"approval-{ctx.trade_id}")
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+        logger.info("[%s] entry %s %s %s waits for approval", self.mode.upper(), ctx.symbol, ctx.strategy, ctx.side,
+                    extra=self._log_extra(ctx))
+
+    async def _not_approved(self, ctx: TradeCtx, reason: str) -> None:
+        """Denied, expired or refused: the entry is dropped (the approval service stored the signal's fate)."""
+        await self._entry_failed(ctx, f"approval: {reason}", alert_type="risk_rejection")
+
+    def stand_down(self, reason: str) -> None:
+        """Someone else (the emergency stop) is about to cancel every order and flatten the account.
+
+        Entries are halted and the cancellation of our working stops/targets is expected, so they
+        are not re-placed while the positions are being closed.
+        """
+        self.halt(reason)
+        for ctx in self._ctx.values():
+            for protective in (ctx.stop, ctx.target):
+                if protective is not None:
+                    self._cancelled_by_us.add(protective.order_id)
 
     def _entry_blocker(self, ctx: TradeCtx) -> str | None:
         if self.halted_reason is not None:

@@ -112,6 +112,7 @@ class TradingRuntime:
         self.mode = config.mode.value
         self.options = options or RuntimeOptions()
         self.pre_trade_gate = pre_trade_gate
+        self.entry_approval: Any = None  # broker.EntryApproval (approval mode); set before start()
         self.on_alert = on_alert
         rest_url, ws_url = resolve_urls(config.exchange.testnet, config.exchange.rest_url, config.exchange.ws_url)
         self.ws_url = ws_url
@@ -172,6 +173,7 @@ class TradingRuntime:
         opts = self.options
         self.broker = ExecutionBroker(venue, leverage=max(1, int(round(strategies.leverage))), pre_trade_gate=self.pre_trade_gate,
                                       on_alert=self.on_alert, exit_grace_s=opts.exit_grace_s, settle_timeout_s=opts.settle_timeout_s)
+        self.broker.entry_approval = self.entry_approval
         await self.broker.start()
         if self.live is not None:
             self.tracker = OrderTracker(self.live, fast_poll_s=opts.fast_poll_s, slow_poll_s=opts.slow_poll_s,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-from db.models import OrderIntent, OrderStatus
+from db.models import OrderIntent, OrderStatus, Trade, TradeState
 from engine.exchange.bingx import (
     BingxError,
     Order,
@@ -82,6 +82,17 @@ def close_request(position: Position, client_order_id: str) -> OrderRequest:
                         quantity=position.size, reduce_only=True, client_order_id=client_order_id)
 
 
+async def _owning_trade_id(position: Position, mode: str) -> int | None:
+    """The bot's single open trade behind this position, so reconciliation books the close as its exit.
+
+    Without the link the trade stays open in the database after the account is flat, and the next
+    reconciliation halts on "no position and no exit order of it filled".
+    """
+    owners = await Trade.filter(mode=mode, symbol=position.symbol, side=position.direction,
+                                state__in=[TradeState.OPEN, TradeState.CLOSING]).values_list("id", flat=True)
+    return owners[0] if len(owners) == 1 else None
+
+
 async def close_positions(client: ExchangeAccount, positions: Sequence[Position], *, mode: str | None,
                           intent: OrderIntent, report: EmergencyReport, source: str) -> None:
     """Close each position at market, reduce-only; ``mode`` set = store each order before sending it."""
@@ -96,7 +107,7 @@ async def close_positions(client: ExchangeAccount, positions: Sequence[Position]
             row = await create_order(client_order_id=cid, mode=mode, symbol=position.symbol, intent=intent,
                                      side=request.side.value, position_side=request.position_side.value,
                                      order_type="MARKET", quantity=position.size, stop_price=None, reduce_only=True,
-                                     trade_id=None, source=source)
+                                     trade_id=await _owning_trade_id(position, mode), source=source)
             await set_status(row, OrderStatus.SENT, source)
         try:
             placed = await client.place_order(request, reference_price=position.mark_price or position.avg_price)
