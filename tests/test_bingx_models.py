@@ -254,6 +254,28 @@ def test_close_only_contract_refuses_entries_but_allows_reduce_only() -> None:
     assert rules.prepare(exit_order).quantity == 10
 
 
+def test_hedge_mode_closing_orders_are_never_held_back_by_entry_checks() -> None:
+    """In hedge mode stops and exits carry no reduceOnly: their side says they close, and a closed-to-new-
+    positions contract or a remainder below the minimums must not block them (a stuck stop loses money)."""
+    rules = ContractRules(parse_contract({"symbol": "X-USDT", "pricePrecision": 2, "quantityPrecision": 0,
+                                          "tradeMinQuantity": 5, "tradeMinUSDT": 10, "status": 25}))
+    for side, position_side in (("SELL", "LONG"), ("BUY", "SHORT")):
+        stop = OrderRequest(symbol="X-USDT", side=side, position_side=position_side, type="STOP_MARKET",
+                            quantity=Decimal("2.7"), stop_price=Decimal("1.005"), client_order_id="s1")
+        prepared = rules.prepare(stop)  # below min qty 5 and min notional 10, contract close-only
+        assert (prepared.quantity, prepared.stop_price) == (Decimal(2), Decimal("1.01"))
+        market_exit = OrderRequest(symbol="X-USDT", side=side, position_side=position_side, type="MARKET",
+                                   quantity=Decimal(1), client_order_id="x1")
+        assert rules.prepare(market_exit, reference_price=Decimal(1)).quantity == 1
+    with pytest.raises(OrderValidationError, match="rounds down to 0"):
+        rules.prepare(OrderRequest(symbol="X-USDT", side="SELL", position_side="LONG", type="MARKET",
+                                   quantity=Decimal("0.4"), client_order_id="x2"))
+    for side, position_side in (("BUY", "LONG"), ("SELL", "SHORT")):  # opening: still refused
+        with pytest.raises(OrderValidationError, match="does not accept new positions"):
+            rules.prepare(OrderRequest(symbol="X-USDT", side=side, position_side=position_side, type="MARKET",
+                                       quantity=Decimal(10), client_order_id="o1"))
+
+
 # --- WebSocket payloads --------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any, Awaitable, Callable, Iterable
 
 from .errors import OrderValidationError
-from .models import Contract, OrderType
+from .models import Contract, OrderType, PositionSide, Side
 from .orders import OrderRequest, TriggerSpec
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class ContractRules:
         c = self.contract
         if req.symbol != c.symbol:
             raise OrderValidationError(f"order for {req.symbol} checked against {c.symbol} rules")
-        opening = not (req.reduce_only or req.close_position)
+        opening = not is_closing(req)
         if opening and (not c.is_online or not c.api_open_allowed):
             raise OrderValidationError(
                 f"{c.symbol}: the contract does not accept new positions through the API "
@@ -119,7 +119,13 @@ class ContractRules:
         if prepared.quantity is None:
             raise OrderValidationError(f"{c.symbol}: {req.type} order needs a quantity")
         qty = self.round_qty(prepared.quantity)
-        self.check_minimums(qty, self.notional_price(prepared, reference_price), requested=prepared.quantity)
+        if opening:
+            self.check_minimums(qty, self.notional_price(prepared, reference_price), requested=prepared.quantity)
+        elif qty <= 0:
+            # A closing order is never refused for the exchange's minimums (a stop for a small remainder must
+            # still go out); only a quantity that rounds to nothing cannot be sent.
+            raise OrderValidationError(f"{c.symbol}: quantity {prepared.quantity} rounds down to 0 at step "
+                                       f"{c.step_size}; refusing to send")
         return dataclasses.replace(prepared, quantity=qty) if qty != prepared.quantity else prepared
 
     def _prepare_trigger(self, trigger: TriggerSpec, name: str) -> TriggerSpec:
@@ -131,6 +137,18 @@ class ContractRules:
         if trigger.quantity is not None:
             changes["quantity"] = self.round_qty(trigger.quantity)
         return dataclasses.replace(trigger, **changes)
+
+
+def is_closing(req: OrderRequest) -> bool:
+    """True for an order that can only reduce a position.
+
+    In hedge mode BingX rejects ``reduceOnly``, so a stop, target or exit is recognised by its
+    side: SELL on the LONG side and BUY on the SHORT side close. Closing orders must never be held
+    back by the checks meant for new positions (API opening switched off, minimum size).
+    """
+    if req.reduce_only or req.close_position:
+        return True
+    return (req.side, req.position_side) in ((Side.SELL, PositionSide.LONG), (Side.BUY, PositionSide.SHORT))
 
 
 class ContractCache:
