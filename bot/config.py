@@ -219,6 +219,9 @@ class ReconciliationConfig(_Strict):
     interval_min: Annotated[float, Field(gt=0, le=1440)] = 5.0
     cancel_unknown_orders: bool = False
     manage_manual_positions: bool = False
+    # Wallet-balance change between two reconciliations that the DB (fills, fees, funding) and
+    # noted deposits/withdrawals may leave unexplained; beyond it a rise alerts, a drop halts entries.
+    balance_tolerance_usdt: Annotated[float, Field(ge=0, le=1_000_000)] = 1.0
 
 
 class HealthConfig(_Strict):

@@ -219,5 +219,5 @@ class RiskManager:
             protections=await self.protections.active(),
             drawdown_pct=await self.protections.drawdown_pct(equity) if equity is not None else None,
             peak_equity=peak, loss_streak=await self.protections.loss_streak(),
-            api_errors_in_window=self.protections.api_errors_in_window(),
+            api_errors_in_window=await self.protections.api_error_count(),
         )

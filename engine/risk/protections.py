@@ -12,7 +12,8 @@ it, ``/status`` can show why and until when, and an admin can lift it. Kinds:
 - ``kill_switch``: equity ``risk.max_drawdown_pct`` or more below the peak equity halts entries
   until an admin lifts it (the manager also sets HALTED and may close everything).
 - ``breaker``: more than ``risk.api_error_threshold`` API errors within
-  ``risk.api_error_window_min`` minutes halts entries for that window.
+  ``risk.api_error_window_min`` minutes halts entries for that window. The error times are
+  kept in the KV store (a bounded list), so a crash loop keeps counting across restarts.
 - ``reconciliation``: a mismatch reconciliation could not explain; until lifted.
 - ``reconciliation_unavailable``: reconciliation could not read the exchange; lifted by the
   next clean reconciliation.
@@ -23,9 +24,9 @@ than the threshold (``>``), as the config says; a lock is in force while ``now <
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,8 @@ from .events import AlertSink, RiskEvent, emit
 log = logging.getLogger(__name__)
 
 HUNDRED = Decimal(100)
+# Hard cap on stored API-error times, whatever the threshold (the list only needs threshold + 1).
+MAX_STORED_API_ERRORS = 1000
 
 
 class ProtectionKind(str, Enum):
@@ -103,7 +106,8 @@ class Protections:
         self.mode = mode
         self.clock = clock
         self.alert = alert
-        self._api_errors: deque[datetime] = deque()
+        self._api_error_count = 0  # last count seen, for the synchronous accessor
+        self._api_error_lock = asyncio.Lock()
 
     # --- keys of the persisted counters ---------------------------------------------------------
 
@@ -122,6 +126,10 @@ class Protections:
     @property
     def _last_equity_key(self) -> str:
         return f"risk.last_equity.{self.mode}"
+
+    @property
+    def _api_errors_key(self) -> str:
+        return f"risk.api_errors.{self.mode}"
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -249,24 +257,53 @@ class Protections:
         return start
 
     async def record_api_error(self, what: str = "") -> ActiveProtection | None:
-        """Count one API error; more than the threshold within the window trips the breaker."""
+        """Count one API error; more than the threshold within the window trips the breaker.
+
+        The times live in the KV store (read, pruned and written back on every error), so a
+        restart - or a crash loop - keeps counting within the window instead of starting at 0.
+        """
         now = self.clock()
         window = timedelta(minutes=self.risk.api_error_window_min)
-        self._api_errors.append(now)
-        while self._api_errors and self._api_errors[0] <= now - window:
-            self._api_errors.popleft()
-        count = len(self._api_errors)
-        if count > self.risk.api_error_threshold:
-            self._api_errors.clear()
+        async with self._api_error_lock:
+            times = [t for t in await self._stored_api_errors() if t > now - window]
+            times.append(now)
+            count = len(times)
+            tripped = count > self.risk.api_error_threshold
+            # Tripping starts a fresh count (the lock covers the window); otherwise keep only what can matter.
+            keep = [] if tripped else times[-min(self.risk.api_error_threshold + 1, MAX_STORED_API_ERRORS):]
+            await kv_set(self._api_errors_key, [t.isoformat() for t in keep])
+            self._api_error_count = len(keep)
+        if tripped:
             return await self.lock(
                 ProtectionKind.BREAKER,
                 f"{count} API errors within {self.risk.api_error_window_min:g} min" + (f" (last: {what[:80]})" if what else ""),
                 now + window)
         return None
 
+    async def _stored_api_errors(self) -> list[datetime]:
+        """The persisted API-error times, oldest first; unreadable entries are dropped."""
+        stored = await kv_get(self._api_errors_key, []) or []
+        times: list[datetime] = []
+        for text in stored if isinstance(stored, list) else []:
+            try:
+                moment = datetime.fromisoformat(text)
+            except (TypeError, ValueError):
+                log.warning("dropping an unreadable API-error time %r", text)
+                continue
+            if moment.tzinfo is not None:  # a naive time cannot be compared with the aware clock
+                times.append(moment)
+        return sorted(times)
+
+    async def api_error_count(self) -> int:
+        """API errors counted in the current window, read from the database (for /status)."""
+        window = timedelta(minutes=self.risk.api_error_window_min)
+        now = self.clock()
+        self._api_error_count = sum(1 for t in await self._stored_api_errors() if t > now - window)
+        return self._api_error_count
+
     def api_errors_in_window(self) -> int:
-        """API errors counted in the current window (for /status and tests)."""
-        return len(self._api_errors)
+        """The count as of the last :meth:`record_api_error` or :meth:`api_error_count` call (no I/O)."""
+        return self._api_error_count
 
     # --- lifting --------------------------------------------------------------------------------
 

@@ -33,7 +33,16 @@ one adopted for its position). A missing stop is re-placed at the trade's stop p
 trade's quantity (stored before it is sent); if the mark price is already past the stop, the
 position is closed at market instead, as the stop would have done.
 
-Balances: the margin-asset balance is read and reported (equity, available margin).
+Balances (``balance_check``): the margin-asset wallet is read at the end of each run (after
+any repairs) and its change since the last run must be explained, within
+``reconciliation.balance_tolerance_usdt``, by what the database booked meanwhile (fills'
+realised PnL minus fees, trades' funding) plus the deposits/withdrawals the account stream
+reported (``ACCOUNT_UPDATE`` DEPOSIT/WITHDRAW, noted by ``balance_check.note_account_update``).
+The last reading is kept in the KV store, so the rule holds across restarts. Transfers and an
+unexplained rise are alerted; an unexplained drop is unexplained (halts entries) unless
+hand-opened positions exist (then alerted only). A difference beyond the tolerance is re-read
+once after ``balance_settle_s`` seconds first (a fill may be on its way into the database).
+Equity and available margin are reported.
 
 Anything unexplained halts entries (state HALTED plus a ``reconciliation`` lock an admin
 lifts) and alerts with the details. When the exchange cannot be read, a
@@ -67,6 +76,7 @@ from engine.exchange.bingx import (
 from engine.exchange.bingx import Order as ExchangeOrder
 from engine.exchange.bingx.models import Position
 
+from .balance_check import BalanceCheck, BalanceOutcome, check_balance
 from .events import AlertSink, RiskEvent, emit
 from .manager import RiskManager
 from .orders_db import WORKING, apply_exchange, create_order, set_status
@@ -106,6 +116,7 @@ class ReconcileReport:
     manual: list[str] = field(default_factory=list)
     unexplained: list[str] = field(default_factory=list)
     balances: dict[str, dict[str, str]] = field(default_factory=dict)
+    balance_check: BalanceCheck | None = None
 
     @property
     def ok(self) -> bool:
@@ -125,6 +136,9 @@ class ReconcileReport:
             lines += [f"  {title}: {item}" for item in items]
         for asset, values in self.balances.items():
             lines.append(f"  balance {asset}: " + ", ".join(f"{k} {v}" for k, v in values.items()))
+        if self.balance_check is not None:
+            lines.append(f"  balance check ({self.balance_check.outcome.value}): {self.balance_check.describe()}")
+            lines += [f"  noted transfer: {note}" for note in self.balance_check.transfer_notes]
         return "\n".join(lines)
 
 
@@ -151,8 +165,9 @@ class Reconciler:
 
     def __init__(self, client: BingxRestClient, config: AppConfig, risk: RiskManager | None = None, *,
                  alert: AlertSink | None = None, on_trade_closed: TradeClosedHook | None = None,
-                 mode: str | None = None) -> None:
+                 mode: str | None = None, balance_settle_s: float = 2.0) -> None:
         self.client = client
+        self.balance_settle_s = balance_settle_s  # pause before re-reading a wallet that does not add up
         self.config = config
         self.risk = risk
         self.alert = alert if alert is not None else (risk.alert if risk is not None else None)
@@ -198,10 +213,6 @@ class Reconciler:
     async def _reconcile(self, report: ReconcileReport) -> None:
         positions = await self.client.positions()
         open_orders = await self.client.open_orders()
-        balances = await self.client.balance()
-        for b in balances:
-            report.balances[b.asset] = {"equity": f"{b.equity:f}", "available": f"{b.available_margin:f}",
-                                        "unrealised": f"{b.unrealized_profit:f}"}
 
         db_orders = await Order.filter(mode=self.mode, status__in=WORKING).order_by("id")
         trades = await Trade.filter(mode=self.mode, state__in=[TradeState.PENDING, TradeState.OPEN,
@@ -233,6 +244,24 @@ class Reconciler:
         await self._positions(positions, trades, trades_by_id, report)
         open_orders = await self.client.open_orders()  # after cancels and adoptions above
         await self._stops(positions, open_orders, report)
+
+        # 5. The wallet, read after every repair above so their fills are booked before it is compared.
+        await self._balance(report)
+
+    async def _balance(self, report: ReconcileReport) -> None:
+        balances = await self.client.balance()
+        for b in balances:
+            report.balances[b.asset] = {"wallet": f"{b.balance:f}", "equity": f"{b.equity:f}",
+                                        "available": f"{b.available_margin:f}", "unrealised": f"{b.unrealized_profit:f}"}
+        tolerance = Decimal(repr(float(self.config.reconciliation.balance_tolerance_usdt)))
+        check = await check_balance(
+            self.mode, balances, tolerance, manual_positions=any(m.startswith("position ") for m in report.manual),
+            reread=self.client.balance, settle=lambda: asyncio.sleep(self.balance_settle_s))
+        report.balance_check = check
+        if check.halts:
+            report.unexplained.append(f"wallet balance: {check.describe()}")
+        elif check.outcome is not BalanceOutcome.OK:
+            log.info("balance check: %s", check.describe(), extra={"mode": self.mode})
 
     async def _resolve_missing(self, order: Order, report: ReconcileReport) -> None:
         """A working DB order that is not open on the exchange: find out what became of it."""
@@ -432,9 +461,25 @@ class Reconciler:
 
     # --- outcome --------------------------------------------------------------------------------
 
+    async def _balance_alert(self, report: ReconcileReport) -> None:
+        """Deposits/withdrawals and unexplained balance changes that do not halt: alerted, never silent."""
+        check = report.balance_check
+        if check is None or check.halts:
+            return  # a halting drop is in the halt alert
+        parts = [f"deposit/withdrawal noted: {note}" for note in check.transfer_notes]
+        if check.outcome in (BalanceOutcome.RISE, BalanceOutcome.DROP):
+            parts.append(check.describe())
+        if parts:
+            await emit(self.alert, RiskEvent("protection", "Reconciliation: wallet balance changed",
+                                             "\n".join(parts), {"reason": report.reason, **check.detail()},
+                                             dedup_key=f"reconcile:balance:{check.outcome.value}:{check.wallet}"))
+
     async def _conclude(self, report: ReconcileReport) -> None:
         detail: dict[str, Any] = {"reason": report.reason, "unexplained": report.unexplained[:20],
                                   "error": report.error}
+        if report.balance_check is not None:
+            detail["balance"] = report.balance_check.detail()
+            await self._balance_alert(report)
         if report.error is not None:
             log.error("reconciliation could not read the exchange: %s", report.error)
             if self.risk is not None:
