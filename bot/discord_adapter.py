@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 
@@ -28,6 +29,7 @@ from commands.registry import CommandSpec, Dispatcher, split_args
 log = logging.getLogger(__name__)
 
 DEFER_AFTER_S = 2.0  # Discord wants a first response within 3 s
+SYNC_RETRY_MAX_S = 60.0
 BUTTON_PREFIXES = ("r:", "a:", "k:", "x:")
 
 
@@ -42,10 +44,27 @@ def interaction_caller(interaction: discord.Interaction) -> Caller:
     )
 
 
+def _release(view: discord.ui.View | None) -> None:
+    """Drop a sent view from discord.py's view store.
+
+    Presses are routed by ``custom_id`` in :meth:`DiscordAdapter.on_interaction`, never through
+    view callbacks; a stored view would only pile up in memory (one per message with buttons).
+    """
+    if view is not None:
+        view.stop()
+
+
 async def _send_reply(interaction: discord.Interaction, reply: Reply, *, ephemeral: bool = False) -> None:
     """Answer an interaction (first message as the response or follow-up, the rest as follow-ups)."""
-    messages = render_embeds(reply)
     view = make_view(reply)
+    try:
+        await _send_messages(interaction, reply, view, ephemeral)
+    finally:
+        _release(view)
+
+
+async def _send_messages(interaction: discord.Interaction, reply: Reply, view: discord.ui.View | None, ephemeral: bool) -> None:
+    messages = render_embeds(reply)
     files = [discord.File(reply.image_path, filename="chart.png")] if reply.image_path and Path(reply.image_path).is_file() else []
     for index, embeds in enumerate(messages):
         last = index == len(messages) - 1
@@ -72,6 +91,7 @@ class DiscordAdapter:
             self.tree.add_command(self._slash_command(spec))
         self.client.event(self.on_interaction)
         self._task: asyncio.Task[None] | None = None
+        self._sync_task: asyncio.Task[None] | None = None
         token = config.token.get_secret_value()
         if token:
             log_secrets.register([token])
@@ -119,7 +139,11 @@ class DiscordAdapter:
     async def _answer_press(interaction: discord.Interaction, result: ButtonResult) -> None:
         if result.reply is not None and result.replace:
             messages = render_embeds(result.reply)
-            await interaction.response.edit_message(embeds=messages[0], view=make_view(result.reply))
+            view = make_view(result.reply)
+            try:
+                await interaction.response.edit_message(embeds=messages[0], view=view)
+            finally:
+                _release(view)
             for embeds in messages[1:]:
                 await interaction.followup.send(embeds=embeds)
             return
@@ -128,42 +152,93 @@ class DiscordAdapter:
             await _send_reply(interaction, result.reply)
 
     async def start(self) -> None:
-        """Log in, connect to the gateway in the background, and sync the slash commands."""
-        await self.client.login(self.config.token.get_secret_value())
-        self._task = asyncio.create_task(self.client.connect(reconnect=True), name="discord-gateway")
+        """Log in, connect to the gateway in the background, and sync the slash commands in the background.
+
+        On a failure nothing is left behind (the caller retries with a fresh adapter): a client
+        left connected would answer every command a second time.
+        """
         try:
-            await self.tree.sync()
-        except discord.HTTPException as exc:
-            log.warning("could not sync Discord slash commands: HTTP %s", exc.status)
+            await self.client.login(self.config.token.get_secret_value())
+            self._task = asyncio.create_task(self._run_gateway(), name="discord-gateway")
+        except BaseException:
+            await self.stop()
+            raise
+        # A sync failure must not stop the bot: commands registered by an earlier sync keep working.
+        self._sync_task = asyncio.create_task(self._sync_commands(), name="discord-command-sync")
         log.info("Discord bot started", extra={"component": "discord"})
 
+    async def _run_gateway(self) -> None:
+        """The gateway connection (discord.py reconnects by itself); says why when it gives up for good."""
+        try:
+            await self.client.connect(reconnect=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. 4004 (token revoked): logged, never raised into the worker
+            log.error("Discord gateway stopped: %s", type(exc).__name__, extra={"component": "discord"})
+
+    async def _sync_commands(self) -> None:
+        """Register the slash commands; transient failures are retried with backoff."""
+        delay = 1.0
+        while True:
+            try:
+                await self.tree.sync()
+                return
+            except asyncio.CancelledError:
+                raise
+            except discord.HTTPException as exc:
+                if exc.status < 500 and exc.status != 429:
+                    log.warning("could not sync Discord slash commands: HTTP %s", exc.status, extra={"component": "discord"})
+                    return
+                reason = f"HTTP {exc.status}"
+            except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+                reason = type(exc).__name__
+            except Exception as exc:  # noqa: BLE001 - an unreadable answer: retrying cannot help
+                log.warning("could not sync Discord slash commands: %s", type(exc).__name__, extra={"component": "discord"})
+                return
+            log.warning("could not sync Discord slash commands (%s); retrying in %.0f s", reason, delay,
+                        extra={"component": "discord"})
+            await asyncio.sleep(delay)
+            delay = min(SYNC_RETRY_MAX_S, delay * 2)
+
     async def stop(self) -> None:
-        """Disconnect."""
+        """Disconnect (also after a failed start)."""
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
+            self._sync_task = None
         await self.client.close()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     async def channel(self, channel_id: int) -> Any:
-        """A messageable channel by id (cached or fetched)."""
-        channel = self.client.get_channel(channel_id)
-        if channel is None:
-            channel = await self.client.fetch_channel(channel_id)
-        return channel
+        """A messageable channel by id (cached, else a partial one)."""
+        # a partial channel needs no lookup request per message; a wrong id still fails (404) on send
+        return self.client.get_channel(channel_id) or self.client.get_partial_messageable(channel_id)
 
-    async def send_reply(self, channel_id: int, reply: Reply, *, silent: bool = False) -> list[int]:
-        """Post a reply in a channel; returns the message ids."""
+    async def send_reply(self, channel_id: int, reply: Reply, *, silent: bool = False,
+                         progress: list[int] | None = None) -> list[int]:
+        """Post a reply in a channel; returns the message ids.
+
+        ``progress`` (ids of the messages already posted, appended to as they go) lets a retry
+        of a reply longer than one message continue where the failed attempt stopped.
+        """
         channel = await self.channel(channel_id)
-        ids: list[int] = []
+        ids: list[int] = progress if progress is not None else []
         messages = render_embeds(reply)
         view = make_view(reply)
-        for index, embeds in enumerate(messages):
-            kwargs: dict[str, Any] = {"embeds": embeds, "silent": silent}
-            if index == 0 and reply.image_path and Path(reply.image_path).is_file():
-                kwargs["file"] = discord.File(reply.image_path, filename="chart.png")
-            if index == len(messages) - 1 and view is not None:
-                kwargs["view"] = view
-            ids.append((await channel.send(**kwargs)).id)
+        try:
+            for index, embeds in enumerate(messages):
+                if index < len(ids):
+                    continue  # posted by an earlier attempt
+                kwargs: dict[str, Any] = {"embeds": embeds, "silent": silent}
+                if index == 0 and reply.image_path and Path(reply.image_path).is_file():
+                    kwargs["file"] = discord.File(reply.image_path, filename="chart.png")
+                if index == len(messages) - 1 and view is not None:
+                    kwargs["view"] = view
+                ids.append((await channel.send(**kwargs)).id)
+        finally:
+            _release(view)
         return ids
 
 
@@ -174,17 +249,24 @@ class DiscordChannelSender:
         self.adapter = adapter
         self.channel_id = channel_id
         self.name = name
+        self._posted: dict[int, list[int]] = {}  # alert id -> messages posted by a failed attempt
 
     async def send(self, alert: OutgoingAlert) -> None:
-        """Send, mapping Discord errors onto retry decisions."""
+        """Send, mapping Discord errors onto retry decisions; a retry never re-posts what already arrived."""
+        progress = self._posted.setdefault(alert.id, [])
         try:
-            await self.adapter.send_reply(self.channel_id, alert.reply, silent=alert.silent)
+            await self.adapter.send_reply(self.channel_id, alert.reply, silent=alert.silent, progress=progress)
         except (discord.Forbidden, discord.NotFound) as exc:
+            self._posted.pop(alert.id, None)
             raise DeliveryError(f"Discord refused ({exc.status})", permanent=True) from None
         except discord.HTTPException as exc:
-            raise DeliveryError(f"Discord HTTP {exc.status}", permanent=400 <= exc.status < 429) from None
-        except (TimeoutError, discord.DiscordException, OSError) as exc:
+            permanent = 400 <= exc.status < 429
+            if permanent:
+                self._posted.pop(alert.id, None)
+            raise DeliveryError(f"Discord HTTP {exc.status}", permanent=permanent) from None
+        except (TimeoutError, discord.DiscordException, OSError, aiohttp.ClientError) as exc:
             raise DeliveryError(f"Discord unreachable ({type(exc).__name__})") from None
+        self._posted.pop(alert.id, None)
 
 
 class DiscordApprovalNotifier:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from pydantic import SecretStr
@@ -31,6 +32,7 @@ class DiscordWebhookSender:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._username = username
         self._session: aiohttp.ClientSession | None = None
+        self._posted: dict[int, int] = {}  # alert id -> messages posted by a failed attempt
 
     async def close(self) -> None:
         """Close the HTTP session."""
@@ -39,12 +41,27 @@ class DiscordWebhookSender:
             self._session = None
 
     async def send(self, alert: OutgoingAlert) -> None:
-        """Post the alert; 429 and 5xx are retried by the outbox, other 4xx are permanent."""
+        """Post the alert; 429 and 5xx are retried by the outbox, other 4xx are permanent.
+
+        An alert longer than one message that fails midway continues, on its retry, with the
+        first message not yet posted (no duplicates in the channel).
+        """
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         messages = render_embed_dicts(alert.reply)
         image = alert.reply.image_path if alert.reply.image_path and Path(alert.reply.image_path).is_file() else None
+        try:
+            await self._send_messages(alert, messages, image)
+        except DeliveryError as exc:
+            if exc.permanent:
+                self._posted.pop(alert.id, None)
+            raise
+        self._posted.pop(alert.id, None)
+
+    async def _send_messages(self, alert: OutgoingAlert, messages: list[list[dict[str, Any]]], image: str | None) -> None:
         for index, embeds in enumerate(messages):
+            if index < self._posted.get(alert.id, 0):
+                continue  # posted by an earlier attempt
             body: dict[str, object] = {"username": self._username, "embeds": embeds, "allowed_mentions": {"parse": []}}
             if alert.silent:
                 body["flags"] = SUPPRESS_NOTIFICATIONS
@@ -53,6 +70,7 @@ class DiscordWebhookSender:
                 for embed in embeds:
                     embed.pop("image", None)
             await self._post(body, attach)
+            self._posted[alert.id] = index + 1
 
     async def _post(self, body: dict[str, object], image: str | None) -> None:
         assert self._session is not None
