@@ -101,29 +101,19 @@ class WorkerTradingPorts:
         if broker is None:
             return []
         views = []
-        for ctx in broker.active_trades:
-            entry = ctx.position.entry
-            if entry is None or ctx.open_qty <= 0 or ctx.closed:
-                continue
-            mark = broker.last_price.get(ctx.symbol, entry.price)
-            sign = 1 if ctx.side == "LONG" else -1
-            pnl = _d((mark - entry.price) * sign) * ctx.open_qty
-            plan = ctx.position.plan
-            risk = _d(plan.risk_per_unit) * ctx.open_qty if plan is not None and plan.risk_per_unit > 0 else None
-            stop = ctx.stop.price if ctx.stop is not None else (_d(ctx.stop_level) if ctx.stop_level is not None else None)
-            target = ctx.target.price if ctx.target is not None else (_d(ctx.target_level) if ctx.target_level is not None else None)
+        for trade in broker.open_trades():
+            price = broker.last_price.get(trade.symbol)
+            mark = _d(price) if price is not None else trade.entry_price
+            sign = 1 if trade.side == "LONG" else -1
+            pnl = (mark - trade.entry_price) * sign * trade.qty
+            risk = trade.risk_per_unit * trade.qty if trade.risk_per_unit is not None else None
             views.append(PositionView(
-                id=self.position_id(ctx), symbol=ctx.symbol, side=ctx.side, qty=ctx.open_qty, entry_price=_d(entry.price),
-                mark_price=_d(mark), stop=stop, target=target, unrealized_pnl=pnl.quantize(Decimal("0.0001")),
-                r_multiple=(pnl / risk).quantize(Decimal("0.01")) if risk else None, strategy=ctx.strategy,
-                opened_at=getattr(ctx.db_trade, "opened_at", None),
+                id=trade.position_id, symbol=trade.symbol, side=trade.side, qty=trade.qty, entry_price=trade.entry_price,
+                mark_price=mark, stop=trade.stop, target=trade.target, unrealized_pnl=pnl.quantize(Decimal("0.0001")),
+                r_multiple=(pnl / risk).quantize(Decimal("0.01")) if risk else None, strategy=trade.strategy,
+                opened_at=trade.opened_at,
             ))
         return views
-
-    @staticmethod
-    def position_id(ctx: Any) -> str:
-        """The id `close <id>` takes: the database trade id (what /trades shows), else the engine's."""
-        return str(ctx.db_trade.id) if ctx.db_trade is not None else str(ctx.trade_id)
 
     def _health(self) -> list[HealthView]:
         health = self.worker.health
@@ -135,9 +125,8 @@ class WorkerTradingPorts:
         api_ok = health.consecutive_api_failures < health.api_failure_threshold
         views.append(HealthView("api", api_ok, "" if api_ok else health.last_api_error))
         runtime = self.worker.runtime
-        stream = getattr(runtime, "account_stream", None) if runtime is not None else None
-        if stream is not None:
-            connected = stream.conn.connected.is_set()
+        connected = runtime.account_stream_connected if runtime is not None else None
+        if connected is not None:
             views.append(HealthView("account stream", connected, "" if connected else "reconnecting"))
         broker = self._broker
         if broker is not None and broker.halted_reason:
@@ -252,17 +241,15 @@ class WorkerTradingPorts:
         broker = self._broker
         if broker is None:
             return CloseReport(failed={target: "trading is not running"})
-        chosen = [ctx for ctx in broker.active_trades
-                  if ctx.position.entry is not None and not ctx.closed
-                  and (target == "all" or target in (self.position_id(ctx), str(ctx.trade_id)))]
+        chosen = [t for t in broker.open_trades() if target == "all" or target in (t.position_id, t.trade_id)]
         if not chosen:
             return CloseReport(failed={} if target == "all" else {target: "no such open position"})
         closed, failed = [], {}
-        for ctx in chosen:
-            if broker.close_trade(ctx.trade_id, f"closed by {actor}"):
-                closed.append(self.position_id(ctx))
+        for trade in chosen:
+            if broker.close_trade(trade.trade_id, f"closed by {actor}"):
+                closed.append(trade.position_id)
             else:
-                failed[self.position_id(ctx)] = "not closable right now (no open quantity)"
+                failed[trade.position_id] = "not closable right now (no open quantity)"
         if not await broker.settle(timeout_s=CLOSE_SETTLE_S):
             for pid in closed:
                 failed[pid] = "close sent, fill not confirmed yet"

@@ -57,6 +57,49 @@ def _is_loopback(url: str | None) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+def entry_gate(risk: Any) -> Any:
+    """The broker's ``pre_trade_gate`` over ``risk`` (an ``engine.risk.manager.RiskManager``).
+
+    A first check is the full risk gate (``RiskManager.check_order``: an allowed entry counts toward
+    the order-rate cap). The re-check of an entry a human approved (``request.recheck``) sees the
+    state, the protections and the gate rules again, since minutes may have passed, but does not
+    count the order a second time.
+    """
+    from engine.risk.hooks import pre_trade_gate
+
+    full = pre_trade_gate(risk)
+
+    async def gate(request: Any) -> Any:
+        if not getattr(request, "recheck", False):
+            return await full(request)
+        return await _recheck_entry(risk, request)
+
+    return gate
+
+
+async def _recheck_entry(risk: Any, request: Any) -> Any:
+    """``check_order`` without recording the order (it was counted when first allowed)."""
+    from engine.execution.broker import GateDecision as ExecutionDecision
+    from engine.risk.exposure import open_exposures
+    from engine.risk.gate import AccountSnapshot, OrderProposal, evaluate
+
+    def dec(value: Any) -> Decimal:
+        return value if isinstance(value, Decimal) else Decimal(repr(value) if isinstance(value, float) else str(value))
+
+    info = await risk.state.current()
+    if not info.state.allows_entries:
+        return ExecutionDecision(False, f"state: trading is {info.state.value}: {info.reason}")
+    blocking = await risk.protections.blocking(request.symbol, request.strategy)
+    if blocking:
+        return ExecutionDecision(False, f"protection:{blocking[0].kind}: {blocking[0].describe()}")
+    proposal = OrderProposal(symbol=request.symbol, strategy=request.strategy, side=request.side, qty=dec(request.qty),
+                             entry_price=dec(request.entry), stop_price=dec(request.stop),
+                             leverage=dec(risk.config.strategies.leverage))
+    decision = evaluate(proposal, AccountSnapshot(dec(request.equity), dec(request.equity)), await open_exposures(risk.mode),
+                        risk.config.risk, risk.config.strategies)
+    return ExecutionDecision(decision.allowed, "" if decision.allowed else f"{decision.rule}: {decision.reason}")
+
+
 class WorkerStartError(Exception):
     """The worker could not start safely (reason in the message; nothing was traded)."""
 
@@ -186,7 +229,6 @@ class Worker:
 
     async def _start_trading(self) -> None:
         from engine.execution.runtime import RuntimeOptions, TradingRuntime
-        from engine.risk.hooks import pre_trade_gate
         from engine.risk.manager import RiskManager
         from engine.risk.reconcile import Reconciler
 
@@ -196,7 +238,7 @@ class Worker:
             self.risk = RiskManager(config, alert=self.alerts.risk, close_all=self.close_all)
             self.alerts.on_trade_closed = self._trade_closed
         options = self.runtime_options or RuntimeOptions(warmup_candles=DEFAULT_WARMUP_CANDLES)
-        runtime = TradingRuntime(config, pre_trade_gate=pre_trade_gate(self.risk), on_alert=self.alerts.execution,
+        runtime = TradingRuntime(config, pre_trade_gate=entry_gate(self.risk), on_alert=self.alerts.execution,
                                  options=options)
         runtime.on_stream_event = self._on_stream_event
         if self.chatops is not None:
@@ -228,15 +270,9 @@ class Worker:
         log.info("trading started: %s", ",".join(config.symbols), extra={"mode": self.mode})
 
     def _watch_runtime(self) -> None:
-        runtime = self.runtime
-        for task in list(runtime._tasks):  # noqa: SLF001 - the runtime's own loops; they must never die silently
-            self.supervisor.watch(task.get_name(), task)
-        for symbol, sym in runtime.symbols.items():
-            if sym.worker is not None:
-                self.supervisor.watch(f"candles-{symbol}", sym.worker)
-        worker = getattr(runtime.broker, "_worker", None)
-        if worker is not None:
-            self.supervisor.watch("execution-broker", worker)
+        # the runtime's loops, candle workers and the broker's worker must never die silently
+        for name, task in self.runtime.tasks().items():
+            self.supervisor.watch(name, task)
 
     def _start_components(self) -> None:
         from engine.risk.stop_file import StopFileWatcher
@@ -390,8 +426,8 @@ class Worker:
         broker = self.runtime.broker if self.runtime is not None else None
         if broker is None:
             return
-        for ctx in list(broker.active_trades):
-            broker.close_trade(ctx.trade_id, reason)
+        for trade in broker.open_trades():
+            broker.close_trade(trade.trade_id, reason)
         await broker.settle()
 
     # -- stop --------------------------------------------------------------------------------------
@@ -417,7 +453,7 @@ class Worker:
         if runtime is None:
             return
         if runtime.broker is not None:
-            runtime.broker.halt("shutting down")  # no new entries from here on
+            runtime.broker.halt("shutting down", expected=True)  # no new entries from here on (a planned stop: INFO)
         if self.scheduler is not None:
             self.scheduler.shutdown()
         await self.supervisor.stop()

@@ -120,9 +120,7 @@ async def test_polling_books_orders_while_the_account_stream_is_down(db_url: str
         await runtime.start()
         assert runtime.account_stream is not None and runtime.tracker is not None
         await runtime.account_stream.close()
-        for task in runtime._tasks:
-            if task.get_name() == "account-stream-watch":
-                task.cancel()
+        runtime.tasks()["account-stream-watch"].cancel()
         runtime.tracker.set_stream_state(False)
         await step_minutes(sim, runtime, start_ms, 60)
         # the poll (every 0.05 s while the stream is down) catches up with what happened in the last minute

@@ -28,11 +28,14 @@ orders on a :class:`~engine.execution.venue.Venue` and reports the fills back th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
+from db.models import Fill as FillRow
 from db.models import Order, OrderIntent, OrderStatus, Signal, SignalFate, Trade, TradeExit, TradeState
 from engine.exchange.bingx import new_client_order_id
 from engine.execution.order_store import FINAL_STATUSES, OrderStore, RecordedFill
@@ -69,6 +72,9 @@ class TradeRequest:
     notional: float
     equity: float
     time_ms: int
+    # True for the re-check of an entry a human approved: the gate already allowed it (and counted it
+    # toward the order-rate cap) before the approval was asked for, so it must not count it again
+    recheck: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,33 @@ class TradeCtx:
     def closing_side(self) -> str:
         """BUY/SELL that reduces this hedge position."""
         return "SELL" if self.side == "LONG" else "BUY"
+
+
+@dataclass(frozen=True, slots=True)
+class TradeView:
+    """A read-only snapshot of one open trade, for chat commands, reports and shutdown.
+
+    ``trade_id`` is the engine's id (what :meth:`ExecutionBroker.close_trade` takes), ``db_id`` the
+    ``Trade`` row's id (what users see in /trades). ``stop`` / ``target`` are the prices of the
+    working exchange orders, else the planned levels; ``risk_per_unit`` is 1R of the plan.
+    """
+
+    trade_id: str
+    db_id: int | None
+    symbol: str
+    strategy: str
+    side: str  # LONG / SHORT
+    qty: Decimal  # open quantity
+    entry_price: Decimal
+    stop: Decimal | None
+    target: Decimal | None
+    risk_per_unit: Decimal | None
+    opened_at: datetime | None
+
+    @property
+    def position_id(self) -> str:
+        """The id chat commands show and take: the database trade id, else the engine's."""
+        return str(self.db_id) if self.db_id is not None else self.trade_id
 
 
 def round_to_tick(value: float | Decimal, tick: Decimal) -> Decimal:
@@ -238,11 +271,15 @@ class ExecutionBroker:
         """The broker view for an engine about to be created (call :meth:`register` once it exists)."""
         return SymbolBroker(self, symbol)
 
-    def halt(self, reason: str) -> None:
-        """Refuse new entries until :meth:`resume` (exits and stops keep working)."""
+    def halt(self, reason: str, *, expected: bool = False) -> None:
+        """Refuse new entries until :meth:`resume` (exits and stops keep working).
+
+        ``expected`` marks a planned halt (a normal shutdown): logged at INFO, not as an error.
+        """
         if self.halted_reason is None:
             self.halted_reason = reason
-            logger.error("[%s] entries halted: %s", self.mode.upper(), reason, extra=self._log_extra())
+            level = logging.INFO if expected else logging.ERROR
+            logger.log(level, "[%s] entries halted: %s", self.mode.upper(), reason, extra=self._log_extra())
 
     def resume(self) -> None:
         """Allow entries again (an operator's decision)."""
@@ -250,8 +287,31 @@ class ExecutionBroker:
 
     @property
     def active_trades(self) -> list[TradeCtx]:
-        """Pending or open trades."""
+        """Pending or open trades (the broker's own mutable state: outside code reads :meth:`open_trades`)."""
         return list(self._ctx.values())
+
+    def open_trades(self) -> list[TradeView]:
+        """Snapshots of the trades holding a position (entry filled, quantity open, not closed)."""
+        views: list[TradeView] = []
+        for ctx in self._ctx.values():
+            entry = ctx.position.entry
+            if entry is None or ctx.open_qty <= 0 or ctx.closed:
+                continue
+            plan = ctx.position.plan
+            stop = ctx.stop.price if ctx.stop is not None else (dec(ctx.stop_level) if ctx.stop_level is not None else None)
+            target = ctx.target.price if ctx.target is not None else (dec(ctx.target_level) if ctx.target_level is not None else None)
+            views.append(TradeView(
+                trade_id=ctx.trade_id, db_id=ctx.db_trade.id if ctx.db_trade is not None else None, symbol=ctx.symbol,
+                strategy=ctx.strategy, side=ctx.side, qty=ctx.open_qty, entry_price=dec(entry.price), stop=stop, target=target,
+                risk_per_unit=dec(plan.risk_per_unit) if plan is not None and plan.risk_per_unit > 0 else None,
+                opened_at=ctx.db_trade.opened_at if ctx.db_trade is not None else None,
+            ))
+        return views
+
+    @property
+    def worker_task(self) -> asyncio.Task[None] | None:
+        """The task that processes every order change (None before :meth:`start` / after :meth:`stop`)."""
+        return self._worker
 
     async def settle(self, timeout_s: float | None = None) -> bool:
         """Wait until queued work is done and placed market orders are booked; False on timeout."""
@@ -395,6 +455,9 @@ class ExecutionBroker:
                 engine.positions[trade_id] = position
                 self._ctx[trade_id] = ctx
                 self._route[entry.id] = (ctx, "entry")
+                # the fills were booked (or not: reconciliation only sets the totals) by an earlier run:
+                # reload them, and look up on the venue what is missing, so the entry fee is the real one
+                ctx.fills[entry.id] = await self._entry_fills_at_restart(ctx, entry, label)
                 await self._entry_filled(ctx, entry)  # plans from the fill, marks the trade open, protects it
                 report.restored.append(f"{label}: entry filled while away, opened {entry.filled_qty} @ {entry.avg_price}")
                 continue
@@ -403,7 +466,11 @@ class ExecutionBroker:
                 continue
             exits = await TradeExit.filter(trade_id=trade.id).order_by("id")
             plan = rec.rebuild_plan(trade, strategies)
-            manager = rec.rebuild_manager(plan, trade, exits, engine.contract)
+            try:
+                manager = rec.rebuild_manager(plan, trade, exits, engine.contract)
+            except ValueError as exc:  # stored quantities that contradict each other: never guess
+                report.problems.append(f"{label}: cannot rebuild its management state ({exc})")
+                continue
             position = await rec.rebuild_position(trade, entry, trade_id, signal, plan, manager, exits)
             management = trade.management or {}
             ctx = TradeCtx(trade_id, trade.symbol, position, engine, side, db_trade=trade, entry_order=entry,
@@ -438,6 +505,33 @@ class ExecutionBroker:
             if ctx.closed or ctx.position.state is not PositionState.OPEN:
                 continue
             await self._verify_protection(ctx, report)
+
+    async def _entry_fills_at_restart(self, ctx: TradeCtx, entry: Order, label: str) -> list[RecordedFill]:
+        """The executions of an entry that filled while the bot was down (stored ones plus what the venue adds)."""
+        rows = await FillRow.filter(order_id=entry.id).order_by("id")
+        fills = [RecordedFill(entry.id, r.price, r.qty, r.fee, r.realized_pnl, int(r.time_ms)) for r in rows]
+        booked = sum((f.qty for f in fills), ZERO)
+        if booked >= entry.filled_qty:
+            return fills
+        fee: Decimal | None = None
+        time_ms = 0
+        try:
+            update = await self.venue.query(ctx.symbol, exchange_order_id=entry.exchange_order_id,
+                                            client_order_id=None if entry.exchange_order_id else entry.client_order_id)
+            if update is not None:
+                fee, time_ms = update.fee_total, update.time_ms or 0
+            lookup = getattr(self.venue, "order_fee", None)  # live: the account's fills carry the commission
+            if fee is None and lookup is not None and entry.exchange_order_id:
+                fee = await lookup(ctx.symbol, entry.exchange_order_id, int(entry.created_at.timestamp() * 1000))
+        except Exception as exc:  # the fee is bookkeeping: the position itself is already known
+            logger.warning("[%s] %s: entry fee lookup failed: %s", self.mode.upper(), label, exc,
+                           extra=self._log_extra(ctx, client_order_id=entry.client_order_id))
+        if fee is None:
+            logger.warning("[%s] %s: the entry fee is unknown (the venue did not report it); booked as 0", self.mode.upper(),
+                           label, extra=self._log_extra(ctx, client_order_id=entry.client_order_id))
+            return fills
+        recorded = await self.orders.record_missing_fill(entry, fee_total=fee, time_ms=time_ms)
+        return fills + recorded
 
     async def _verify_protection(self, ctx: TradeCtx, report: "RecoveryReport") -> None:
         """Look each protective order up on the venue; book what happened while away; re-place what is gone."""
@@ -525,8 +619,9 @@ class ExecutionBroker:
             self.equity(ctx.symbol, reference_price), time_ms,
         )
         if reason is None and self.pre_trade_gate is not None:
-            # also re-run after an approval: the state may have changed during the wait (paused, locked)
-            decision = await self.pre_trade_gate(request)
+            # re-run after an approval, since the state may have changed during the wait (paused, locked);
+            # flagged as a re-check so the entry counts only once toward the order-rate cap
+            decision = await self.pre_trade_gate(dataclasses.replace(request, recheck=True) if approved else request)
             if not decision.allowed:
                 reason = f"risk: {decision.reason}"
         # ``active`` (when the hook has it) says whether approval mode is on right now: off => no detour

@@ -175,6 +175,20 @@ class LiveVenue:
         order = await self.rest.query_order(symbol, order_id=exchange_order_id, client_order_id=client_order_id)
         return update_from_order(order, "lookup") if order is not None else None
 
+    async def order_fee(self, symbol: str, exchange_order_id: str, since_ms: int) -> Decimal | None:
+        """The fee paid on one order from the account's fills (None when none are listed).
+
+        BingX reports a paid commission as a negative number; the sign of the fill list's
+        ``commission`` is not settled, so its size is taken (the orders this asks about are
+        MARKET entries: taker, always a fee paid).
+        """
+        end_ms = self.rest.time.now_ms() + 60_000
+        fills = await self.rest.fills(symbol, since_ms - 60_000, end_ms, order_id=exchange_order_id)
+        mine = [f for f in fills if f.order_id == exchange_order_id]
+        if not mine:
+            return None
+        return sum((abs(f.commission) for f in mine), ZERO)
+
     async def open_orders(self, symbol: str) -> list[VenueUpdate]:
         """Working orders of ``symbol``."""
         updates = [update_from_order(o, "lookup") for o in await self.rest.open_orders(symbol)]

@@ -188,6 +188,31 @@ class OrderStore:
             return
         await self.set_status(order, venue_status, source)
 
+    async def record_missing_fill(self, order: Order, *, fee_total: Decimal, time_ms: int) -> list[RecordedFill]:
+        """Book the executions behind totals set without fills (reconciliation after a restart) as one fill.
+
+        ``order.filled_qty`` / ``avg_price`` already say what executed; the part not covered by
+        stored fills gets one fill at its average price carrying ``fee_total`` (the venue's
+        cumulative fee) minus the fees already stored. Idempotent (same key as a poll would use).
+        """
+        async with in_transaction():
+            await order.refresh_from_db()
+            fills = await Fill.filter(order=order)
+            booked_qty = sum((f.qty for f in fills), ZERO)
+            gap = order.filled_qty - booked_qty
+            if gap <= 0 or order.avg_price is None:
+                return []
+            key = f"{order.exchange_order_id or order.client_order_id}:{order.filled_qty}"
+            if await Fill.exists(fill_key=key):
+                return []
+            booked_quote = sum((f.price * f.qty for f in fills), ZERO)
+            price = (order.avg_price * order.filled_qty - booked_quote) / gap
+            fee = fee_total - sum((f.fee for f in fills), ZERO)
+            await Fill.create(order=order, fill_key=key, price=price, qty=gap, fee=fee, realized_pnl=ZERO, time_ms=time_ms)
+        logger.info("fill %s %s @ %s (fee %s) on %s booked from the venue's totals", order.client_order_id, gap, price, fee,
+                    order.symbol, extra={"mode": self.mode, "symbol": order.symbol, "client_order_id": order.client_order_id})
+        return [RecordedFill(order.id, price, gap, fee, ZERO, time_ms)]
+
     @staticmethod
     def _gap_price(order: Order, cumulative: Decimal, avg: Decimal, delta: Decimal) -> Decimal | None:
         if avg <= 0 or delta <= 0:

@@ -97,22 +97,16 @@ def rebuild_plan(trade: Trade, config: StrategiesConfig) -> TradePlan:
 
 def rebuild_manager(plan: TradePlan, trade: Trade, exits: list[TradeExit], contract: ContractRules) -> TradeManager:
     """A ``TradeManager`` in the state the stored trade reached (partials done, trailing step, stop in effect)."""
-    manager = TradeManager(plan, Decimal(trade.initial_qty), qty_step=contract.qty_step, min_qty=contract.min_qty)
-    manager.remaining = Decimal(trade.qty)
     labels = {e.kind for e in exits}
     done = 0
     for index, level in enumerate(plan.partials):
         if f"partial_{level.at_r:g}R" in labels:
             done = index + 1
-    # private state of the manager: set here because only a restart needs it (documented in recovery)
-    manager._next_partial = done  # noqa: SLF001
     management = trade.management or {}
-    stop = float(management.get("stop_level") or trade.stop)
-    long = plan.side is Side.LONG
-    manager.stop = stop
-    manager.trailed = bool(management.get("trailed"))
-    manager._next_trail = sum(1 for t in plan.trailing if (t.stop_price <= stop if long else t.stop_price >= stop))  # noqa: SLF001
-    return manager
+    return TradeManager.restore(plan, Decimal(trade.initial_qty), qty_step=contract.qty_step, min_qty=contract.min_qty,
+                                remaining=Decimal(trade.qty), partials_done=done,
+                                stop=float(management.get("stop_level") or trade.stop),
+                                trailed=bool(management.get("trailed")))
 
 
 async def rebuild_position(trade: Trade, entry_order: Order | None, trade_id: str, signal: Signal, plan: TradePlan,

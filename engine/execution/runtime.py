@@ -133,6 +133,24 @@ class TradingRuntime:
         self.on_stream_event: Callable[[Any], Awaitable[None]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
+    def tasks(self) -> dict[str, asyncio.Task[None]]:
+        """The long-running tasks of this runtime by name (its loops, one candle worker per symbol, the
+        broker's worker), for a supervisor to watch: none of them may end while trading runs."""
+        tasks = {task.get_name(): task for task in self._tasks}
+        for symbol, runtime in self.symbols.items():
+            if runtime.worker is not None:
+                tasks[f"candles-{symbol}"] = runtime.worker
+        if self.broker is not None and self.broker.worker_task is not None:
+            tasks["execution-broker"] = self.broker.worker_task
+        return tasks
+
+    @property
+    def account_stream_connected(self) -> bool | None:
+        """Whether the account stream is connected now (None in paper mode: there is none)."""
+        if self.account_stream is None:
+            return None
+        return self.account_stream.conn.connected.is_set()
+
     def now_ms(self) -> int:
         """Exchange time (the injected clock in tests)."""
         return self._clock_ms() if self._clock_ms is not None else self.rest.time.now_ms()

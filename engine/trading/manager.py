@@ -79,6 +79,39 @@ class TradeManager:
         self.closed = False
         self.best_price = plan.entry
 
+    @classmethod
+    def restore(
+        cls,
+        plan: TradePlan,
+        initial_qty: Decimal,
+        *,
+        qty_step: Decimal,
+        min_qty: Decimal,
+        remaining: Decimal,
+        partials_done: int,
+        stop: float,
+        trailed: bool,
+    ) -> "TradeManager":
+        """A manager in the state a stored trade reached (restart recovery; the backtester never needs it).
+
+        ``remaining`` is the open quantity, ``partials_done`` how many of ``plan.partials`` already
+        fired (they fire in order), ``stop`` the stop in effect and ``trailed`` whether it came from
+        a trailing step. The trailing steps whose stop is at or behind ``stop`` count as done, so
+        none of them moves the stop again; the ones beyond it still fire.
+        """
+        if not 0 < remaining <= initial_qty:
+            raise ValueError(f"cannot restore a position of {remaining} out of {initial_qty}")
+        if not 0 <= partials_done <= len(plan.partials):
+            raise ValueError(f"{partials_done} partial exits done, but the plan has {len(plan.partials)}")
+        manager = cls(plan, initial_qty, qty_step=qty_step, min_qty=min_qty)
+        manager.remaining = remaining
+        manager._next_partial = partials_done
+        manager.stop = stop
+        manager.trailed = trailed
+        long = plan.side is Side.LONG
+        manager._next_trail = sum(1 for t in plan.trailing if (t.stop_price <= stop if long else t.stop_price >= stop))
+        return manager
+
     @property
     def pending_stop(self) -> float | None:
         """A stop moved by a trailing step that is not in effect yet."""

@@ -1,0 +1,168 @@
+"""Execution hardening: manager restore, the broker's read-only view, the entry fee of an entry filled while
+the bot was down, one order-rate count per approved entry, a quiet normal shutdown."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from db.kv import kv_get
+from db.models import Fill, Order, OrderIntent, Trade, TradeState
+from engine.execution.broker import GateDecision, TradeView
+from engine.execution.runtime import TradingRuntime
+from engine.trading.manager import ExitIntent, StopMove, TradeManager
+from engine.trading.plan import TradePlan
+from strategies.base import Side
+from strategies.params import TradeManagementParams
+from tests.execution_sim import (
+    SYMBOL,
+    app_config,
+    options,
+    simulator,
+    step_minutes,
+    window,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+STEP = Decimal("0.001")
+
+
+# -- 1. TradeManager.restore -----------------------------------------------------------------------
+
+
+def test_restored_manager_carries_on_from_the_stored_state() -> None:
+    # LONG 100, 1R = 3: partial 2R at 106 (30 %), trailing step 3R at 109 -> stop 103, target 112 (4R)
+    plan = TradePlan.from_entry(Side.LONG, 100.0, 1.0, 3.0, 12.0, TradeManagementParams())
+    manager = TradeManager.restore(plan, Decimal(10), qty_step=STEP, min_qty=STEP, remaining=Decimal(7),
+                                   partials_done=1, stop=103.0, trailed=True)
+    assert (manager.remaining, manager.stop, manager.trailed, manager.closed) == (Decimal(7), 103.0, True, False)
+    # the 2R partial and the 3R trailing step are done: a range through both fires neither again
+    assert manager.on_range(104.0, 110.0) == []
+    actions = manager.on_range(102.0, 104.0)  # the trailed stop (103) is the one in effect
+    assert [(a.label, a.qty, a.price) for a in actions if isinstance(a, ExitIntent)] == [("trailing_stop", Decimal(7), 103.0)]
+
+
+def test_restored_manager_before_any_step_fires_the_remaining_levels() -> None:
+    plan = TradePlan.from_entry(Side.LONG, 100.0, 1.0, 3.0, 12.0, TradeManagementParams())
+    manager = TradeManager.restore(plan, Decimal(10), qty_step=STEP, min_qty=STEP, remaining=Decimal(10),
+                                   partials_done=0, stop=97.0, trailed=False)
+    actions = manager.on_range(100.0, 109.5)
+    assert [a.label for a in actions if isinstance(a, ExitIntent)] == ["partial_2R"]
+    assert [a.new_stop for a in actions if isinstance(a, StopMove)] == [103.0]
+    with pytest.raises(ValueError):
+        TradeManager.restore(plan, Decimal(10), qty_step=STEP, min_qty=STEP, remaining=Decimal(11), partials_done=0,
+                             stop=97.0, trailed=False)
+    with pytest.raises(ValueError):
+        TradeManager.restore(plan, Decimal(10), qty_step=STEP, min_qty=STEP, remaining=Decimal(5), partials_done=2,
+                             stop=97.0, trailed=False)
+
+
+# -- 3. the entry fee of an entry that filled while the bot was down -------------------------------
+
+
+async def test_restart_books_the_real_fee_of_an_entry_filled_while_down(db_url: str) -> None:
+    data, start_ms = window(2620, 2680)
+    sim = simulator(data, start_ms)
+    await sim.start()
+    config = app_config("live", sim, db_url)
+    runtime = TradingRuntime(config, clock_ms=sim.server_time_ms, options=options())
+    try:
+        await runtime.start()
+        minutes = 0
+        while await Trade.filter(mode="live", state=TradeState.OPEN).count() == 0 and minutes < 40:
+            await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
+            minutes += 1
+    finally:
+        await runtime.stop()
+    try:
+        trade = await Trade.get(mode="live", state=TradeState.OPEN)
+        entry = await Order.get(trade_id=trade.id, intent=OrderIntent.ENTRY)
+        real_fee = sum((f.fee for f in await Fill.filter(order_id=entry.id)), Decimal(0))
+        assert real_fee > 0
+        # the state a crash leaves when the fill was never processed and reconciliation then set the order's
+        # totals from the exchange: the trade still PENDING, the entry FILLED, no fill rows
+        await Fill.filter(order_id=entry.id).delete()
+        trade.state, trade.entry_price, trade.opened_at = TradeState.PENDING, None, None
+        await trade.save()
+
+        runtime = TradingRuntime(config, clock_ms=sim.server_time_ms, options=options())
+        try:
+            await runtime.start()
+            assert runtime.recovery is not None
+            assert any("entry filled while away" in line for line in runtime.recovery.restored), runtime.recovery.summary()
+            fills = await Fill.filter(order_id=entry.id)
+            assert sum((f.fee for f in fills), Decimal(0)) == real_fee
+            assert sum((f.qty for f in fills), Decimal(0)) == entry.filled_qty
+            position = next(iter(runtime.symbols[SYMBOL].engine.positions.values()))
+            assert position.entry is not None and position.entry.fee == pytest.approx(float(real_fee))
+            assert (await Trade.get(id=trade.id)).state is TradeState.OPEN
+        finally:
+            await runtime.stop()
+    finally:
+        await sim.stop()
+
+
+# -- 2, 4, 5. paper runtime: approval counts once, the public view, a quiet shutdown ---------------
+
+
+async def test_approved_entry_counts_once_view_is_read_only_and_shutdown_is_info(db_url: str, caplog: Any) -> None:
+    from bot.worker import Worker, entry_gate
+    from engine.risk.manager import RiskManager
+
+    data, start_ms = window(2620, 2680)
+    sim = simulator(data, start_ms)
+    await sim.start()
+    config = app_config("paper", sim, db_url, api_key="", api_secret="")
+    risk = RiskManager(config)
+    asked: list[Any] = []
+
+    class ApproveAtOnce:
+        active = True
+
+        async def __call__(self, request: Any, signal_row: Any) -> GateDecision:
+            asked.append(request)
+            return GateDecision(True)
+
+    runtime = TradingRuntime(config, clock_ms=sim.server_time_ms, pre_trade_gate=entry_gate(risk), options=options())
+    runtime.entry_approval = ApproveAtOnce()
+    stopped = False
+    try:
+        await runtime.start()
+        assert runtime.broker is not None
+        assert set(runtime.tasks()) >= {f"candles-{SYMBOL}", "execution-broker", "feed-clock"}
+        minutes = 0
+        while not runtime.broker.open_trades() and minutes < 40:
+            await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
+            minutes += 1
+        assert len(asked) == 1, "the entry was not approved exactly once"
+        # one approved entry = one order toward the cap (the gate ran before the approval and re-checked after it)
+        assert len(await kv_get(f"{RiskManager.RATE_KEY}.paper", [])) == 1
+
+        views = runtime.broker.open_trades()
+        assert len(views) == 1 and isinstance(views[0], TradeView)
+        view = views[0]
+        trade = await Trade.get(mode="paper", state=TradeState.OPEN)
+        assert (view.db_id, view.position_id, view.symbol, view.side) == (trade.id, str(trade.id), SYMBOL, trade.side)
+        assert view.qty == trade.qty and view.entry_price == trade.entry_price and view.strategy == trade.strategy
+        assert view.stop is not None and view.target is not None and view.risk_per_unit is not None
+        assert abs(view.risk_per_unit - trade.risk_per_unit) < Decimal("1e-9")  # the DB column is rounded
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            view.qty = Decimal(0)  # type: ignore[misc]
+
+        # a normal stop halts entries at INFO: no ERROR line for it
+        worker = Worker(config)
+        worker.runtime = runtime
+        caplog.set_level(logging.INFO)
+        await worker._stop_trading()
+        stopped = True
+        halts = [r for r in caplog.records if "entries halted: shutting down" in r.getMessage()]
+        assert halts and all(r.levelno == logging.INFO for r in halts)
+    finally:
+        if not stopped:
+            await runtime.stop()
+        await sim.stop()
