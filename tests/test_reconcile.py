@@ -4,6 +4,7 @@ unexplained position halts entries with an alert."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -50,6 +51,12 @@ async def sim():
 async def client(sim):
     async with client_for(sim) as c:
         yield c
+
+
+async def age(row: Order, seconds: float = 120.0) -> None:
+    """Make ``row`` look last changed ``seconds`` ago (a queryset update skips auto_now)."""
+    await Order.filter(id=row.id).update(updated_at=datetime.now(UTC) - timedelta(seconds=seconds))
+    await row.refresh_from_db()
 
 
 def make(client: BingxRestClient, **reconciliation):
@@ -168,6 +175,7 @@ async def test_our_order_lost_in_flight_is_adopted(db_url, sim, client) -> None:
     placed = await client.place_order(OrderRequest(symbol=SYM, side="BUY", position_side="LONG", type="LIMIT",
                                                    quantity=Decimal(10), price=(price * Decimal("0.9")).quantize(Decimal("0.0001")),
                                                    client_order_id=cid))
+    await age(row)  # past the in-flight grace: the placement that lost it has long returned
     reconciler, risk, events = make(client)
     report = await reconciler.run("start")
     assert report.ok, report.summary()

@@ -1,5 +1,6 @@
-"""The emergency stop: halt entries, cancel every open order, close every position reduce-only
-at market, then read the exchange back until it is flat (or give up and say so).
+"""The emergency stop: halt entries, cancel the orders that could open positions, close every
+position reduce-only at market, then read the exchange back until it is flat (or give up and say
+so). A position's stop is cancelled only after a read-back shows that position flat.
 
 One function, :func:`emergency_stop`, serves ``trading-bot emergency-stop``, the chat command
 (through the lead's ``TradingControl.emergency_stop``) and the kill switch's close-all.
@@ -19,19 +20,25 @@ from engine.exchange.bingx import (
     BingxError,
     Order,
     OrderRequest,
+    OrderStateUnknownError,
     OrderType,
     PositionSide,
     Side,
+    WorkingType,
     new_client_order_id,
 )
 from engine.exchange.bingx.models import Position
 
 from .events import AlertSink, RiskEvent, emit
 from .manager import RiskManager
+from .order_sides import is_closing_order, is_protective_stop, position_key
 from .orders_db import apply_exchange, create_order, set_status
 from .state import TradingState
 
 log = logging.getLogger(__name__)
+
+# The broker's trigger basis for stops (engine/execution/live_venue.py): the last traded price.
+STOP_WORKING_TYPE = WorkingType.CONTRACT_PRICE
 
 
 class ExchangeAccount(Protocol):
@@ -123,10 +130,31 @@ async def close_positions(client: ExchangeAccount, positions: Sequence[Position]
         report.closed_positions.append(f"{label}{price} (client id {cid})")
 
 
+async def cancel_orders(client: ExchangeAccount, orders: Sequence[Order], report: EmergencyReport, why: str) -> None:
+    """Cancel each order by exchange id; a failure is logged and left to the next read-back."""
+    for order in orders:
+        try:
+            await client.cancel_order(order.symbol, order_id=order.order_id)
+            report.cancelled_orders += 1
+        except BingxError as exc:
+            log.warning("emergency cancel of %s order %s failed: %s", why, order.order_id, exc,
+                        extra={"symbol": order.symbol, "client_order_id": order.client_order_id})
+
+
+def _order_label(o: Order) -> str:
+    return f"{o.symbol} {o.side}/{o.position_side} {o.type} id {o.order_id}"
+
+
 async def emergency_stop(client: ExchangeAccount, *, risk: RiskManager | None = None, actor: str = "system",
                          mode: str | None = None, alert: AlertSink | None = None, verify_attempts: int = 6,
                          poll_s: float = 0.5) -> EmergencyReport:
-    """Halt, cancel everything, close everything, verify flat. Never raises for exchange errors.
+    """Halt, cancel opening orders, close everything, verify flat. Never raises for exchange errors.
+
+    Order matters: only orders that could open or add to a position are cancelled before the
+    closes. A position's closing orders (its stop) are cancelled only once a read-back shows that
+    position flat, so a close that fails (rate limit, 5xx, validation) never leaves it unprotected.
+    A position still open at the end with no stop gets the bot's stop re-placed when its trade is
+    known (``mode`` given), else the report and the alert say loudly that it is unprotected.
 
     ``risk`` given: the trading state becomes HALTED first so nothing new opens meanwhile.
     ``mode`` given (a database is open): the close orders are stored before they are sent.
@@ -136,42 +164,42 @@ async def emergency_stop(client: ExchangeAccount, *, risk: RiskManager | None = 
         await risk.state.set(TradingState.HALTED, f"emergency stop by {actor}", actor)
     log.warning("EMERGENCY STOP requested by %s", actor)
     try:
-        result = await client.cancel_all_orders()
-        report.cancelled_orders += len(getattr(result, "cancelled", ()) or ())
-        for failure in getattr(result, "failed", ()) or ():
-            report.failures.append(f"cancel {failure.order_id}: {failure.error_message}")
-    except BingxError as exc:
-        report.failures.append(f"cancel all orders: {exc}")
+        openers = [o for o in await client.open_orders() if not is_closing_order(o)]
+        await cancel_orders(client, openers, report, "opening")
+    except BingxError as exc:  # the read-back below tries again
+        report.failures.append(f"read open orders: {exc}")
     try:
         await close_positions(client, await client.positions(), mode=mode, intent=OrderIntent.EMERGENCY_CLOSE,
                               report=report, source="emergency")
     except BingxError as exc:
         report.failures.append(f"read positions: {exc}")
 
+    orders: list[Order] = []
+    positions: list[Position] = []
+    read_back = False
     for attempt in range(verify_attempts):
         try:
             orders = await client.open_orders()
             positions = [p for p in await client.positions() if p.size > 0]
         except BingxError as exc:
             report.failures.append(f"verify (attempt {attempt + 1}): {exc}")
+            read_back = False
             await asyncio.sleep(poll_s)
             continue
-        report.remaining_orders = [f"{o.symbol} {o.side}/{o.position_side} {o.type} id {o.order_id}" for o in orders]
+        read_back = True
+        report.remaining_orders = [_order_label(o) for o in orders]
         report.remaining_positions = [f"{p.symbol} {p.direction} {p.size:f}" for p in positions]
         if not orders and not positions:
             report.flat = True
             break
         if attempt == verify_attempts - 1:
             break
-        # Something is left (a stop fired and re-opened? a close not filled yet?): try again.
-        for order in orders:
-            try:
-                await client.cancel_order(order.symbol, order_id=order.order_id)
-                report.cancelled_orders += 1
-            except BingxError as exc:
-                log.warning("emergency cancel of %s failed: %s", order.order_id, exc)
+        # Openers (one whose cancel failed, or new) always go; a closing order only once its position is flat.
+        held = {(p.symbol, p.direction) for p in positions}
+        await cancel_orders(client, [o for o in orders if not is_closing_order(o) or position_key(o) not in held],
+                            report, "leftover")
         await asyncio.sleep(poll_s)
-        if positions:
+        if positions:  # a close that failed, or one not filled yet: read again, close what is still open
             try:
                 current = [p for p in await client.positions() if p.size > 0]
             except BingxError:
@@ -180,8 +208,68 @@ async def emergency_stop(client: ExchangeAccount, *, risk: RiskManager | None = 
                                   report=report, source="emergency")
     if report.flat:
         report.remaining_orders, report.remaining_positions = [], []
+    elif read_back:
+        for position in positions:
+            await guard_unprotected(client, position, orders, mode=mode, report=report)
+    else:
+        report.failures.append("UNPROTECTED? the exchange could not be read back: check every position's stop now")
+    unprotected = sum(1 for f in report.failures if f.startswith("UNPROTECTED"))
+    title = ("EMERGENCY STOP done: account flat" if report.flat else "EMERGENCY STOP INCOMPLETE: account NOT flat"
+             + (f", {unprotected} position(s) may have NO STOP" if unprotected else ""))
     await emit(alert if alert is not None else (risk.alert if risk is not None else None), RiskEvent(
-        "halt", "EMERGENCY STOP " + ("done: account flat" if report.flat else "INCOMPLETE: account NOT flat"),
-        report.text(), {"actor": actor, "flat": report.flat, "cancelled": report.cancelled_orders,
-                        "closed": report.closed_positions, "failures": report.failures}))
+        "halt", title, report.text(), {"actor": actor, "flat": report.flat, "cancelled": report.cancelled_orders,
+                                       "closed": report.closed_positions, "failures": report.failures}))
     return report
+
+
+async def guard_unprotected(client: ExchangeAccount, position: Position, orders: Sequence[Order], *,
+                            mode: str | None, report: EmergencyReport) -> None:
+    """A position the emergency stop could not close keeps a stop: its own, or the bot's trade stop re-placed.
+
+    Without a known trade stop (no database, a hand-opened position, mark already past it) no
+    level is guessed: the report carries an ``UNPROTECTED`` failure for the loud alert.
+    """
+    key = (position.symbol, position.direction)
+    label = f"{position.symbol} {position.direction} {position.size:f}"
+    if any(is_protective_stop(o) and position_key(o) == key for o in orders):
+        return
+    trade = None
+    if mode is not None:
+        owner_id = await _owning_trade_id(position, mode)
+        trade = await Trade.get_or_none(id=owner_id) if owner_id is not None else None
+    stop = Decimal(trade.stop) if trade is not None and trade.stop else None
+    mark = position.mark_price or position.avg_price
+    crossed = stop is None or not mark or (position.direction == "LONG" and mark <= stop) or (
+        position.direction == "SHORT" and mark >= stop)
+    if mode is None or trade is None or stop is None or crossed:
+        why = "no stop level known" if stop is None else f"mark {mark:f} already past the trade's stop {stop:f}"
+        report.failures.append(f"UNPROTECTED: {label} is still open with NO stop on the exchange ({why})")
+        log.critical("emergency stop: %s still open with NO stop (%s)", label, why, extra={"symbol": position.symbol})
+        return
+    cid = new_client_order_id("emgsl")
+    hedge = position.position_side in ("LONG", "SHORT")
+    side = Side.SELL if position.direction == "LONG" else Side.BUY
+    request = OrderRequest(symbol=position.symbol, side=side,
+                           position_side=PositionSide(position.direction if hedge else "BOTH"),
+                           type=OrderType.STOP_MARKET, quantity=position.size, stop_price=stop,
+                           working_type=STOP_WORKING_TYPE, reduce_only=not hedge, client_order_id=cid)
+    row = await create_order(client_order_id=cid, mode=mode, symbol=position.symbol, intent=OrderIntent.STOP_LOSS,
+                             side=side.value, position_side=request.position_side.value, order_type="STOP_MARKET",
+                             quantity=position.size, stop_price=stop, reduce_only=True, trade_id=trade.id,
+                             source="emergency", detail={"reason": "emergency close failed, position had no stop"})
+    await set_status(row, OrderStatus.SENT, "emergency")
+    try:
+        placed = await client.place_order(request, reference_price=mark)
+    except BingxError as exc:
+        await set_status(row, OrderStatus.UNKNOWN if isinstance(exc, OrderStateUnknownError) else OrderStatus.REJECTED,
+                         "emergency", error=str(exc))
+        report.failures.append(f"UNPROTECTED: {label} is still open with NO stop; re-placing the stop at {stop:f} "
+                               f"failed ({exc})")
+        log.critical("emergency stop: %s still open with NO stop, re-placing it failed: %s", label, exc,
+                     extra={"symbol": position.symbol, "client_order_id": cid})
+        return
+    await apply_exchange(row, placed, "emergency")
+    report.failures.append(f"{label} could not be closed; its stop was missing and is re-placed at {stop:f} "
+                           f"(client id {cid})")
+    log.error("emergency stop: %s could not be closed; stop re-placed at %s", label, stop,
+              extra={"symbol": position.symbol, "client_order_id": cid})

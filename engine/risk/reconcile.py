@@ -6,9 +6,16 @@ What is compared and the rule for each difference:
 Orders (open on the exchange vs working in the DB)
 - A DB order found open on the exchange (by client order id, else by exchange id) is matched;
   its exchange id and status are brought forward.
+- An order never acknowledged (CREATED/SENT/UNKNOWN) whose row changed less than
+  ``in_flight_grace_s`` (60 s) ago is in flight: the broker's placement (timeout, lookup, one
+  resend) owns it. It is never touched, and the differences it explains (a position its entry
+  opened, a stop not on the exchange yet, a position its exit closed) are reported as in flight,
+  to be checked by the next run, instead of repaired or halted on.
 - A working DB order not open on the exchange is looked up by id: a final exchange status
   (filled, cancelled, expired) is recorded. An order the exchange does not know: if it was
-  never acknowledged (CREATED/SENT/UNKNOWN) it is marked REJECTED (it never arrived);
+  never acknowledged, it is marked REJECTED (it never arrived) only when the broker is known
+  not to be placing it any more (``placements_in_flight`` given and the id not in it); without
+  that knowledge it is left as it is and reported as unresolved (alerted, never guessed);
   a protective order is marked CANCELLED (its replacement follows below); an acknowledged
   entry the exchange does not know is unexplained.
 - An exchange order the bot lost track of:
@@ -30,8 +37,10 @@ Positions (by symbol and side)
 
 Protective stops: every matched open trade needs a working stop on the exchange (its own, or
 one adopted for its position). A missing stop is re-placed at the trade's stop price for the
-trade's quantity (stored before it is sent); if the mark price is already past the stop, the
-position is closed at market instead, as the stop would have done.
+trade's quantity (stored before it is sent), triggering on the same price as the broker's own
+stops (``workingType=CONTRACT_PRICE``, the last traded price) so the broker adopts it by level;
+if the mark price is already past the stop, the position is closed at market instead, as the
+stop would have done.
 
 Balances (``balance_check``): the margin-asset wallet is read at the end of each run (after
 any repairs) and its change since the last run must be explained, within
@@ -54,7 +63,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -79,6 +88,8 @@ from engine.exchange.bingx.models import Position
 from .balance_check import BalanceCheck, BalanceOutcome, check_balance
 from .events import AlertSink, RiskEvent, emit
 from .manager import RiskManager
+from .order_sides import is_closing_order as _closing
+from .order_sides import position_side_of as _bucket_side
 from .orders_db import WORKING, apply_exchange, create_order, set_status
 from .protections import ProtectionKind
 
@@ -86,6 +97,11 @@ log = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
 STOP_TYPES = frozenset({"STOP_MARKET", "STOP"})
+# Stops trigger on the last traded price, as the broker's do (engine/execution/live_venue.py).
+STOP_WORKING_TYPE = WorkingType.CONTRACT_PRICE
+# An unacknowledged order this young may still be in the broker's placement (timeout + lookup + resend),
+# the same allowance as engine/execution/order_tracker.py gives the placing call.
+IN_FLIGHT_GRACE_S = 60.0
 TP_TYPES = frozenset({"TAKE_PROFIT_MARKET", "TAKE_PROFIT"})
 PROTECTIVE_INTENTS = frozenset({OrderIntent.STOP_LOSS, OrderIntent.TAKE_PROFIT})
 EXIT_INTENTS = frozenset({OrderIntent.STOP_LOSS, OrderIntent.TAKE_PROFIT, OrderIntent.PARTIAL_EXIT,
@@ -95,6 +111,8 @@ SOURCE = "reconcile"
 
 # Hook for the execution layer: book a trade the exchange closed while the bot was away.
 TradeClosedHook = Callable[[Trade, list[Order]], Awaitable[None]]
+# Hook for the execution layer: the client order ids whose placement call has not returned yet.
+InFlightPlacements = Callable[[], Collection[str]]
 
 
 @dataclass
@@ -114,6 +132,8 @@ class ReconcileReport:
     positions_closed: list[str] = field(default_factory=list)
     trades_closed: list[str] = field(default_factory=list)
     manual: list[str] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)  # left to the broker's placement this run
+    unresolved: list[str] = field(default_factory=list)  # state unknown; not guessed, alerted
     unexplained: list[str] = field(default_factory=list)
     balances: dict[str, dict[str, str]] = field(default_factory=dict)
     balance_check: BalanceCheck | None = None
@@ -132,6 +152,7 @@ class ReconcileReport:
                              ("orders adopted", self.adopted_orders), ("orders cancelled", self.cancelled_orders),
                              ("stops re-placed", self.stops_replaced), ("positions closed", self.positions_closed),
                              ("trades closed while away", self.trades_closed), ("manual (not touched)", self.manual),
+                             ("in flight (not touched)", self.in_flight), ("UNRESOLVED", self.unresolved),
                              ("UNEXPLAINED", self.unexplained)):
             lines += [f"  {title}: {item}" for item in items]
         for asset, values in self.balances.items():
@@ -146,18 +167,19 @@ def _stop_side(position_side: str) -> str:
     return "SELL" if position_side == "LONG" else "BUY"
 
 
-def _closing(o: ExchangeOrder) -> bool:
-    """Hedge: SELL on LONG / BUY on SHORT; one-way: reduce-only or close-position orders."""
-    if o.position_side in ("LONG", "SHORT"):
-        return (o.side == "SELL") == (o.position_side == "LONG")
-    return bool(o.reduce_only or o.close_position)
+def _row_position_side(order: Order) -> str:
+    """The position side a stored order opens or closes (one-way rows say BOTH: the side decides)."""
+    side = order.position_side.upper()
+    if side in ("LONG", "SHORT"):
+        return side
+    buys = order.side.upper() == "BUY"
+    return ("LONG" if buys else "SHORT") if order.intent is OrderIntent.ENTRY else ("SHORT" if buys else "LONG")
 
 
-def _bucket_side(o: ExchangeOrder) -> str:
-    """The position side an order belongs to (one-way: a SELL closes a LONG)."""
-    if o.position_side in ("LONG", "SHORT"):
-        return o.position_side
-    return "LONG" if o.side == "SELL" else "SHORT"
+def _age_s(order: Order, now: datetime) -> float:
+    """Seconds since the row last changed (a placement moves it CREATED -> SENT -> UNKNOWN)."""
+    stamp = order.updated_at or order.created_at
+    return (now - stamp).total_seconds() if stamp is not None else float("inf")
 
 
 class Reconciler:
@@ -165,8 +187,16 @@ class Reconciler:
 
     def __init__(self, client: BingxRestClient, config: AppConfig, risk: RiskManager | None = None, *,
                  alert: AlertSink | None = None, on_trade_closed: TradeClosedHook | None = None,
-                 mode: str | None = None, balance_settle_s: float = 2.0) -> None:
+                 mode: str | None = None, balance_settle_s: float = 2.0,
+                 placements_in_flight: InFlightPlacements | None = None,
+                 in_flight_grace_s: float = IN_FLIGHT_GRACE_S) -> None:
+        """``placements_in_flight``: the broker's placements not yet returned (client order ids). Without
+        it the reconciler cannot tell an old unanswered placement from a lost one and never marks such a
+        row rejected; pass ``lambda: ()`` when no broker runs (start-up before trading, a CLI check)."""
         self.client = client
+        self.placements_in_flight = placements_in_flight
+        self.in_flight_grace_s = in_flight_grace_s
+        self._young: list[Order] = []  # this run's in-flight rows (runs never overlap)
         self.balance_settle_s = balance_settle_s  # pause before re-reading a wallet that does not add up
         self.config = config
         self.risk = risk
@@ -215,6 +245,10 @@ class Reconciler:
         open_orders = await self.client.open_orders()
 
         db_orders = await Order.filter(mode=self.mode, status__in=WORKING).order_by("id")
+        now = datetime.now(UTC)
+        self._young = [o for o in db_orders
+                       if o.status in UNACKNOWLEDGED and _age_s(o, now) < self.in_flight_grace_s]
+        young_ids = {o.id for o in self._young}
         trades = await Trade.filter(mode=self.mode, state__in=[TradeState.PENDING, TradeState.OPEN,
                                                                 TradeState.CLOSING]).order_by("id")
         trades_by_id = {t.id: t for t in trades}
@@ -225,6 +259,12 @@ class Reconciler:
         # 1. Working DB orders.
         for order in db_orders:
             ex = ex_by_cid.get(order.client_order_id) or (ex_by_id.get(order.exchange_order_id or ""))
+            if order.id in young_ids:  # the broker's placement owns it: read, never written
+                if ex is not None:
+                    accounted.add(ex.order_id)
+                report.in_flight.append(f"{order.client_order_id} ({order.intent.value} {order.symbol}, "
+                                        f"{order.status.value}): placement in flight, left to the broker")
+                continue
             if ex is not None:
                 accounted.add(ex.order_id)
                 report.orders_matched += 1
@@ -278,6 +318,13 @@ class Reconciler:
             return
         cid = order.client_order_id
         if order.status in UNACKNOWLEDGED:
+            waiting = None if self.placements_in_flight is None else cid in set(self.placements_in_flight())
+            if waiting is None or waiting:
+                why = ("the broker is still placing it" if waiting
+                       else "unknown whether the broker is still placing it")
+                report.unresolved.append(f"{order.symbol} {order.intent.value} order {cid} ({order.status.value}) "
+                                         f"is not on the exchange and {why}: left as it is")
+                return
             await set_status(order, OrderStatus.REJECTED, SOURCE, error="not found on the exchange: never arrived")
             report.order_updates.append(f"{cid}: never reached the exchange, marked rejected")
         elif order.intent in EXIT_INTENTS:
@@ -342,12 +389,17 @@ class Reconciler:
         actual: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
         for p in positions:
             actual[(p.symbol, p.direction)] += p.size
+        moving = {(o.symbol, _row_position_side(o)) for o in self._young}
         for key in sorted(set(expected) | set(actual)):
             symbol, side = key
             want, have = expected[key].normalize(), actual[key].normalize()
             if want == have:
                 if have > 0:
                     report.positions_matched.append(f"{symbol} {side} {have:f}")
+                continue
+            if key in moving:  # an entry or exit of this position is being placed right now
+                report.in_flight.append(f"position {symbol} {side}: exchange {have:f}, DB expects {want:f} while an "
+                                        "order of it is in flight; checked again next run")
                 continue
             if have > 0 and want == 0:
                 if symbol not in self.symbols:
@@ -408,6 +460,11 @@ class Reconciler:
             position = held.get(key)
             if position is None or trade.qty <= 0:
                 continue
+            if any(o.trade_id == trade.id and o.intent in EXIT_INTENTS  # type: ignore[attr-defined]  # tortoise FK id
+                   for o in self._young):
+                report.in_flight.append(f"trade {trade.id} {trade.symbol} {trade.side}: its stop or exit is being "
+                                        "placed; no stop re-placed")
+                continue
             own = await Order.filter(trade_id=trade.id, intent=OrderIntent.STOP_LOSS, status__in=WORKING)
             own_ids = {o.exchange_order_id for o in own} | {o.client_order_id for o in own}
             bucket = stops_on[key]
@@ -438,7 +495,7 @@ class Reconciler:
         request = OrderRequest(
             symbol=trade.symbol, side=Side(_stop_side(side)), position_side=PositionSide(side if hedge else "BOTH"),
             type=order_type, quantity=qty, stop_price=None if crossed else stop,
-            working_type=None if crossed else WorkingType.MARK_PRICE, reduce_only=not hedge, client_order_id=cid)
+            working_type=None if crossed else STOP_WORKING_TYPE, reduce_only=not hedge, client_order_id=cid)
         await set_status(row, OrderStatus.SENT, SOURCE)
         label = f"trade {trade.id} {trade.symbol} {side} {qty:f}"
         try:
@@ -488,6 +545,12 @@ class Reconciler:
             else:
                 await emit(self.alert, RiskEvent("halt", "Reconciliation failed", report.summary(), detail))
             return
+        if report.unresolved:
+            log.warning("reconciliation left %d orders unresolved: %s", len(report.unresolved),
+                        "; ".join(report.unresolved))
+            await emit(self.alert, RiskEvent("protection", "Reconciliation: order state unresolved",
+                                             "\n".join(report.unresolved), {"reason": report.reason},
+                                             dedup_key="reconcile:unresolved"))
         if report.unexplained:
             text = "; ".join(report.unexplained)
             if self.risk is not None:
