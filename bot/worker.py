@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -38,7 +39,7 @@ from bot.scheduler import JobScheduler
 from bot.supervisor import Supervisor
 from bot.systemd_notify import SystemdNotifier
 from db.database import close_db, init_db
-from db.models import Trade
+from db.models import Fill, Trade, TradeState
 
 log = logging.getLogger(__name__)
 logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one INFO line per job run drowns the trading log
@@ -57,47 +58,107 @@ def _is_loopback(url: str | None) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def entry_gate(risk: Any) -> Any:
+# Hooks of the entry gate (all optional; without them the gate falls back to the request's own figures):
+ReferencePriceFn = Callable[[str], "float | Decimal | None"]  # symbol -> last trusted market price
+AvailableMarginFn = Callable[[], Awaitable[Decimal]]  # the account's available margin now (raises when unreadable)
+MinimumsFn = Callable[[str], "tuple[Decimal, Decimal]"]  # symbol -> (min_qty, min_notional) of the contract
+
+
+def _dec(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(repr(value) if isinstance(value, float) else str(value))
+
+
+def entry_gate(risk: Any, *, reference_price: ReferencePriceFn | None = None, available_margin: AvailableMarginFn | None = None,
+               minimums: MinimumsFn | None = None) -> Any:
     """The broker's ``pre_trade_gate`` over ``risk`` (an ``engine.risk.manager.RiskManager``).
 
     A first check is the full risk gate (``RiskManager.check_order``: an allowed entry counts toward
     the order-rate cap). The re-check of an entry a human approved (``request.recheck``) sees the
     state, the protections and the gate rules again, since minutes may have passed, but does not
     count the order a second time.
-    """
-    from engine.risk.hooks import pre_trade_gate
 
-    full = pre_trade_gate(risk)
+    Both see the same proposal: the last trusted price of the symbol (``reference_price``: the
+    absurd-price check compares the entry with it), the account's real available margin
+    (``available_margin``; an unreadable account refuses the entry) and the contract minimums.
+    """
+    from engine.execution.broker import GateDecision as ExecutionDecision
+    from engine.risk.gate import AccountSnapshot, OrderProposal
+
+    leverage = _dec(risk.config.strategies.leverage)
+
+    async def proposal_and_account(request: Any) -> tuple[Any, Any]:
+        reference = reference_price(request.symbol) if reference_price is not None else None
+        min_qty, min_notional = minimums(request.symbol) if minimums is not None else (Decimal(0), Decimal(0))
+        proposal = OrderProposal(symbol=request.symbol, strategy=request.strategy, side=request.side, qty=_dec(request.qty),
+                                 entry_price=_dec(request.entry), stop_price=_dec(request.stop), leverage=leverage,
+                                 min_qty=_dec(min_qty), min_notional=_dec(min_notional),
+                                 reference_price=_dec(reference) if reference else None)
+        equity = _dec(request.equity)
+        margin = await available_margin() if available_margin is not None else equity
+        return proposal, AccountSnapshot(equity, _dec(margin))
 
     async def gate(request: Any) -> Any:
-        if not getattr(request, "recheck", False):
-            return await full(request)
-        return await _recheck_entry(risk, request)
+        try:
+            proposal, account = await proposal_and_account(request)
+        except Exception as exc:  # never open on an account we cannot read
+            log.warning("entry gate could not read the account: %s: %s", type(exc).__name__, exc, extra={"symbol": request.symbol})
+            return ExecutionDecision(False, f"account: available margin unreadable ({type(exc).__name__})")
+        if getattr(request, "recheck", False):
+            return await _recheck_entry(risk, proposal, account)
+        decision = await risk.check_order(proposal, account)
+        return ExecutionDecision(decision.allowed, "" if decision.allowed else f"{decision.rule}: {decision.reason}")
 
     return gate
 
 
-async def _recheck_entry(risk: Any, request: Any) -> Any:
+async def _recheck_entry(risk: Any, proposal: Any, account: Any) -> Any:
     """``check_order`` without recording the order (it was counted when first allowed)."""
     from engine.execution.broker import GateDecision as ExecutionDecision
     from engine.risk.exposure import open_exposures
-    from engine.risk.gate import AccountSnapshot, OrderProposal, evaluate
-
-    def dec(value: Any) -> Decimal:
-        return value if isinstance(value, Decimal) else Decimal(repr(value) if isinstance(value, float) else str(value))
+    from engine.risk.gate import evaluate
 
     info = await risk.state.current()
     if not info.state.allows_entries:
         return ExecutionDecision(False, f"state: trading is {info.state.value}: {info.reason}")
-    blocking = await risk.protections.blocking(request.symbol, request.strategy)
+    blocking = await risk.protections.blocking(proposal.symbol, proposal.strategy)
     if blocking:
         return ExecutionDecision(False, f"protection:{blocking[0].kind}: {blocking[0].describe()}")
-    proposal = OrderProposal(symbol=request.symbol, strategy=request.strategy, side=request.side, qty=dec(request.qty),
-                             entry_price=dec(request.entry), stop_price=dec(request.stop),
-                             leverage=dec(risk.config.strategies.leverage))
-    decision = evaluate(proposal, AccountSnapshot(dec(request.equity), dec(request.equity)), await open_exposures(risk.mode),
-                        risk.config.risk, risk.config.strategies)
+    decision = evaluate(proposal, account, await open_exposures(risk.mode), risk.config.risk, risk.config.strategies)
     return ExecutionDecision(decision.allowed, "" if decision.allowed else f"{decision.rule}: {decision.reason}")
+
+
+def _last_price(runtime: Any, symbol: str) -> float | None:
+    """The last traded price the broker saw for ``symbol`` (market stream trades, else the last closed candle)."""
+    broker = runtime.broker
+    return broker.last_price.get(symbol) if broker is not None else None
+
+
+def _contract_minimums(runtime: Any, symbol: str) -> tuple[Decimal, Decimal]:
+    """``(min_qty, min_notional)`` of ``symbol``'s contract as the runtime loaded it."""
+    held = runtime.symbols.get(symbol)
+    if held is None:
+        return Decimal(0), Decimal(0)
+    return Decimal(held.contract.min_qty), Decimal(held.contract.min_notional)
+
+
+async def _available_margin(runtime: Any) -> Decimal:
+    """Available margin now. Live: the exchange's balance; paper: the paper wallet less the margin of open trades."""
+    if runtime.live is not None:
+        balances = await runtime.rest.balance()
+        quote = runtime.live.quote_asset
+        for balance in balances:
+            if quote is not None and balance.asset == quote:
+                return balance.available_margin
+        for balance in balances:  # no quote asset configured (production): the margin asset with money in it
+            if balance.asset in ("USDT", "USDC") and (balance.balance != 0 or len(balances) == 1):
+                return balance.available_margin
+        raise LookupError("no margin asset in the balance")
+    broker = runtime.broker
+    if broker is None:
+        raise LookupError("trading is not running")
+    leverage = Decimal(max(1, round(runtime.config.strategies.leverage)))
+    used = sum((view.qty * view.entry_price for view in broker.open_trades()), Decimal(0)) / leverage
+    return Decimal(broker.wallet) - used
 
 
 class WorkerStartError(Exception):
@@ -238,15 +299,18 @@ class Worker:
             self.risk = RiskManager(config, alert=self.alerts.risk, close_all=self.close_all)
             self.alerts.on_trade_closed = self._trade_closed
         options = self.runtime_options or RuntimeOptions(warmup_candles=DEFAULT_WARMUP_CANDLES)
-        runtime = TradingRuntime(config, pre_trade_gate=entry_gate(self.risk), on_alert=self.alerts.execution,
-                                 options=options)
+        runtime = TradingRuntime(config, on_alert=self.alerts.execution, options=options)
+        runtime.pre_trade_gate = entry_gate(self.risk, reference_price=lambda s: _last_price(runtime, s),
+                                            available_margin=lambda: _available_margin(runtime),
+                                            minimums=lambda s: _contract_minimums(runtime, s))
         runtime.on_stream_event = self._on_stream_event
         if self.chatops is not None:
             runtime.entry_approval = self.chatops.entry_approval  # approval mode (a no-op while it is off)
         try:
             if live:
                 # before anything trades: the exchange is the truth, the database is brought in line
-                self.reconciler = Reconciler(runtime.rest, config, self.risk, alert=self.alerts.risk, mode=self.mode)
+                self.reconciler = Reconciler(runtime.rest, config, self.risk, alert=self.alerts.risk, mode=self.mode,
+                                             on_trade_closed=self._reconciled_close)
                 start_report = await self.reconciler.run("start")
                 self._note_api(start_report.error)
                 log.info("%s", start_report.summary(), extra={"mode": self.mode})
@@ -295,9 +359,11 @@ class Worker:
 
     async def _on_stream_event(self, event: Any) -> None:
         """Every market/account stream event (called inline: keep it cheap)."""
-        from engine.exchange.bingx.events import KlineEvent, StreamReconnected, TradeEvent
+        from engine.exchange.bingx.events import AccountUpdate, KlineEvent, StreamReconnected, TradeEvent
 
-        if isinstance(event, TradeEvent):
+        if isinstance(event, AccountUpdate):
+            await self._note_account_update(event)
+        elif isinstance(event, TradeEvent):
             self.health.market_data_seen()
         elif isinstance(event, KlineEvent):
             # a repeated identical kline snapshot is not news: only a changed candle proves the feed is live
@@ -312,6 +378,18 @@ class Worker:
             if self.reconciler is not None and (self._reconcile_task is None or self._reconcile_task.done()):
                 # events may have been missed while it was down: compare with the exchange now (not inline)
                 self._reconcile_task = asyncio.create_task(self.reconcile("stream reconnect"), name="reconcile-reconnect")
+
+    async def _note_account_update(self, event: Any) -> None:
+        """Deposits and withdrawals the account stream reports: the balance check must not call them unexplained."""
+        from engine.risk.balance_check import note_account_update
+
+        try:
+            noted = await note_account_update(event, self.mode)
+        except Exception:  # bookkeeping of a transfer must never break the stream
+            log.exception("noting an account update (%s) failed", getattr(event, "reason", "?"), extra={"mode": self.mode})
+            return
+        if noted:
+            log.info("account %s noted: %s", event.reason, ", ".join(str(n) for n in noted), extra={"mode": self.mode})
 
     async def reconcile(self, reason: str) -> None:
         """One reconciliation run (live), with health and circuit-breaker bookkeeping."""
@@ -417,6 +495,45 @@ class Worker:
             with contextlib.suppress(Exception):  # "today" is the exchange's day (a replay lives in the past)
                 now = datetime.fromtimestamp(self.runtime.now_ms() / 1000, UTC)
         return await render_dashboard(inputs, now=now)
+
+    async def _reconciled_close(self, trade: Trade, exits: list[Any]) -> None:
+        """The Reconciler's ``on_trade_closed``: a trade found flat on the exchange, closed by ``exits``.
+
+        While trading runs, the broker books it (once, on its own queue, fees and all; its "exit" alert
+        reports it to the risk manager). Otherwise (start-up reconciliation, before the broker exists)
+        it is closed from its exit orders here and reported to the risk manager once.
+        """
+        broker = self.runtime.broker if self.runtime is not None else None
+        if broker is not None and await broker.book_reconciled_close(trade, exits):
+            return
+        await trade.refresh_from_db()
+        if trade.state is TradeState.CLOSED:
+            return  # booked meanwhile
+        # the same rule as Reconciler._close_trade_minimal, net of the exit fees booked, reported to risk once
+        filled = sum((o.filled_qty for o in exits), Decimal(0))
+        quote = sum(((o.avg_price or Decimal(0)) * o.filled_qty for o in exits), Decimal(0))
+        exit_price = quote / filled if filled > 0 else None
+        entry = Decimal(trade.entry_price or 0)
+        direction = Decimal(1) if trade.side.upper() == "LONG" else Decimal(-1)
+        pnl = (exit_price - entry) * filled * direction if exit_price is not None and entry > 0 else Decimal(0)
+        fees = sum((f.fee for f in await Fill.filter(order_id__in=[o.id for o in exits])), Decimal(0))
+        trade.state = TradeState.CLOSED
+        trade.qty = Decimal(0)
+        trade.closed_at = datetime.now(UTC)
+        trade.exit_price = exit_price
+        trade.exit_reason = ("reconcile:" + exits[-1].intent.value)[:32] if exits else "reconcile"
+        trade.realized_pnl = Decimal(trade.realized_pnl or 0) + pnl - fees
+        trade.fees = Decimal(trade.fees or 0) + fees
+        await trade.save()
+        await self._report_once(trade)
+
+    async def _report_once(self, trade: Trade) -> None:
+        """Tell the risk manager about a closed trade once (the alert hub's closed-trade sweep skips it after)."""
+        reported: set[int] = self.alerts._reported  # AlertHub has no public "mark reported" yet
+        if trade.id in reported:
+            return
+        reported.add(trade.id)
+        await self._trade_closed(trade)
 
     async def _trade_closed(self, trade: Trade) -> None:
         await self.risk.on_trade_closed(trade.symbol, trade.strategy, net_pnl(trade))

@@ -21,8 +21,13 @@ orders on a :class:`~engine.execution.venue.Venue` and reports the fills back th
   from that fill (the engine's trade manager is told). When the engine sees a stop or target
   traded first, the broker waits ``exit_grace_s`` for the exchange's fill and closes at market
   only if the position is still there;
-* an order whose placement outcome is unknown is never resent from here: entries halt, an alert
-  goes out, and the order tracker resolves it by lookup.
+* an order whose placement outcome is unknown (no answer, "duplicate client order id", an
+  unclassified code, an unexpected error in the placing call) is never resent from here: entries
+  halt, an alert goes out, and the order tracker resolves it by lookup;
+* a rejected partial exit or close leaves the position open under its stop: entries halt, an
+  alert goes out, and the close can be tried again (``close_trade``);
+* a trade already CLOSED in the database (reconciliation booked it through
+  :meth:`ExecutionBroker.book_reconciled_close`) is never booked or reported twice.
 """
 
 from __future__ import annotations
@@ -387,9 +392,14 @@ class ExecutionBroker:
         ctx = self._ctx.get(trade_id)
         if ctx is None or ctx.position.manager is None:
             return False
-        intent = ctx.position.manager.close(self.last_price.get(ctx.symbol, ctx.position.plan.entry if ctx.position.plan else 0.0))
+        price = self.last_price.get(ctx.symbol, ctx.position.plan.entry if ctx.position.plan else 0.0)
+        intent = ctx.position.manager.close(price)
         if intent is None:
-            return False
+            # the manager already gave the trade up (an earlier close the exchange refused): the position is
+            # still held, so a new close may be tried as long as none is in flight
+            if ctx.closed or ctx.open_qty <= 0 or ctx.exit_intents or ctx.position.entry is None:
+                return False
+            intent = ExitIntent(ExitKind.CLOSE, ctx.open_qty, price, reason, True)
         intent = ExitIntent(ExitKind.CLOSE, intent.qty, intent.price, reason, True)
         self._enqueue(f"close {trade_id}", lambda: self._market_exit(ctx, intent, OrderIntent.CLOSE))
         return True
@@ -402,8 +412,11 @@ class ExecutionBroker:
         Every open trade goes back into its engine (position, plan, manager state) and into the
         broker with its working stop and target; each protective order is looked up on the venue
         (one the venue no longer has is re-placed, a fill that happened while we were down is
-        booked). A pending entry whose order filled is opened from the fill; one that never filled
-        ends as failed; one whose state is still unknown halts entries. Nothing is ever resent blindly.
+        booked). A protective order already FILLED in the database (a poll or reconciliation saw the
+        fill before any trade was loaded to book it on) is booked as the trade's exit. A pending
+        entry whose order filled is opened from the fill; one that never filled ends as failed; one
+        whose state is still unknown halts entries. Live: the funding settled while the bot was down
+        is booked from the income history (once per tranId). Nothing is ever resent blindly.
         """
         from engine.execution.recovery import RecoveryReport
 
@@ -481,8 +494,16 @@ class ExecutionBroker:
             restore = getattr(self.venue, "restore_position", None)
             if restore is not None:  # paper: the simulated account lives in memory; put the position back
                 restore(trade.symbol, side, Decimal(trade.qty), Decimal(trade.entry_price))
+            filled_protective: list[tuple[Order, str]] = []
             for order in orders:
-                if order.status in FINAL_STATUSES or order.intent not in (OrderIntent.STOP_LOSS, OrderIntent.TAKE_PROFIT):
+                if order.intent not in (OrderIntent.STOP_LOSS, OrderIntent.TAKE_PROFIT):
+                    continue
+                if order.status in FINAL_STATUSES and order.filled_qty > 0:
+                    # it executed while nobody could book it (the trade is still open in the DB, and a booked
+                    # stop/target fill closes it): it is the trade's exit, booked below
+                    filled_protective.append((order, "stop" if order.intent is OrderIntent.STOP_LOSS else "target"))
+                    continue
+                if order.status in FINAL_STATUSES:
                     continue
                 role = "stop" if order.intent is OrderIntent.STOP_LOSS else "target"
                 self._route[order.id] = (ctx, role)
@@ -497,6 +518,19 @@ class ExecutionBroker:
                     ctx.stop = protective
                 else:
                     ctx.target = protective
+            for order, role in filled_protective:
+                if ctx.closed or order.filled_qty > ctx.open_qty:
+                    if not ctx.closed:
+                        report.problems.append(f"{label}: its {role} {order.client_order_id} filled {order.filled_qty} "
+                                               f"but only {ctx.open_qty} is open")
+                    continue
+                self._route[order.id] = (ctx, role)
+                ctx.fills[order.id] = await self._entry_fills_at_restart(ctx, order, label)
+                self._route.pop(order.id, None)
+                await self._exit_filled(ctx, order, role)
+            if ctx.closed:
+                report.closed.append(f"{label}: closed by its exchange order while the bot was away")
+                continue
             report.restored.append(f"{label}: {ctx.open_qty} @ {trade.entry_price}, stop {ctx.stop_level}")
             logger.warning("[%s] recovered %s: %s open, stop order %s, target order %s", self.mode.upper(), trade_id, ctx.open_qty,
                            ctx.stop.exchange_order_id if ctx.stop else None, ctx.target.exchange_order_id if ctx.target else None,
@@ -505,6 +539,7 @@ class ExecutionBroker:
             if ctx.closed or ctx.position.state is not PositionState.OPEN:
                 continue
             await self._verify_protection(ctx, report)
+        await self._book_missed_funding(report)
 
     async def _entry_fills_at_restart(self, ctx: TradeCtx, entry: Order, label: str) -> list[RecordedFill]:
         """The executions of an entry that filled while the bot was down (stored ones plus what the venue adds)."""
@@ -573,9 +608,15 @@ class ExecutionBroker:
         """Every order report of the venue (stream, poll, paper): queued behind earlier work."""
         self._enqueue(f"update {update.exchange_order_id}", lambda: self._handle_update(update))
 
-    def on_funding(self, symbol: str | None, amount: Decimal) -> None:
+    async def on_stale_placement(self, order: Order) -> None:
+        """The order tracker found a placement that never answered (left SENT): halt entries and alert."""
+        self.halt(f"order {order.client_order_id} on {order.symbol} has an unknown state")
+        await self._alert("halt", f"order {order.client_order_id} ({order.intent.value}) on {order.symbol}: placement never "
+                          "answered, outcome unknown; entries halted until it is resolved", {"client_order_id": order.client_order_id})
+
+    def on_funding(self, symbol: str | None, amount: Decimal, time_ms: int | None = None) -> None:
         """A funding payment (negative = paid): attributed to the open trades of ``symbol`` by quantity."""
-        self._enqueue("funding", lambda: self._book_funding(symbol, amount))
+        self._enqueue("funding", lambda: self._book_funding(symbol, amount, time_ms))
 
     # -- the worker ---------------------------------------------------------------------------------
 
@@ -731,11 +772,21 @@ class ExecutionBroker:
             await self._rejected(ctx, order, exc.reason)
             return None
         except PlacementUnknown as exc:
-            await self.orders.set_status(order, OrderStatus.UNKNOWN, "placement", error=str(exc))
-            self.halt(f"order {spec.client_order_id} on {spec.symbol} has an unknown state")
-            await self._alert("halt", f"order {spec.client_order_id} ({order.intent.value}) on {spec.symbol}: outcome unknown, "
-                              f"entries halted until it is resolved ({exc})", {"client_order_id": spec.client_order_id})
+            await self._placement_unknown(order, spec, str(exc))
             return None
+        except Exception as exc:
+            # anything else (a bug, an unexpected error type): the request may have left. Never leave the row
+            # SENT, which nobody looks up: UNKNOWN makes the tracker resolve it by client order id
+            logger.exception("[%s] placement of %s failed unexpectedly", self.mode.upper(), spec.client_order_id,
+                             extra=self._log_extra(ctx, client_order_id=spec.client_order_id))
+            await self._placement_unknown(order, spec, f"{type(exc).__name__}: {exc}")
+            return None
+
+    async def _placement_unknown(self, order: Order, spec: OrderSpec, reason: str) -> None:
+        await self.orders.set_status(order, OrderStatus.UNKNOWN, "placement", error=reason)
+        self.halt(f"order {spec.client_order_id} on {spec.symbol} has an unknown state")
+        await self._alert("halt", f"order {spec.client_order_id} ({order.intent.value}) on {spec.symbol}: outcome unknown, "
+                          f"entries halted until it is resolved ({reason})", {"client_order_id": spec.client_order_id})
 
     async def _rejected(self, ctx: TradeCtx, order: Order, reason: str) -> None:
         role = self._route.get(order.id, (ctx, "exit"))[1]
@@ -748,6 +799,19 @@ class ExecutionBroker:
         elif role == "target":
             await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange rejected the take-profit ({reason}); "
                               "the engine closes at the target instead", {"trade_id": ctx.trade_id})
+        elif role == "exit":
+            # a refused partial/close leaves the position open: keep the stop working (nothing is cancelled
+            # here), forget the intent so a later close can be tried, stop opening new positions, tell a human
+            intent = ctx.exit_intents.pop(order.id, None)
+            self._route.pop(order.id, None)
+            label = intent.label if intent is not None else order.intent.value
+            if intent is not None and intent.closes_position and ctx.db_trade is not None and not ctx.exit_intents:
+                await self.trades.reopen(ctx.db_trade)
+            self.halt(f"exit {order.client_order_id} on {ctx.symbol} rejected by the exchange")
+            protection = "under its stop" if ctx.stop is not None else "WITHOUT A STOP on the exchange"
+            await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange rejected the {label} exit ({reason}); the "
+                              f"position stays open ({ctx.open_qty}) {protection}; entries halted, close it again or by hand",
+                              {"trade_id": ctx.trade_id, "client_order_id": order.client_order_id})
 
     async def _entry_failed(self, ctx: TradeCtx, reason: str, *, alert_type: str) -> None:
         ctx.failed = True
@@ -761,17 +825,31 @@ class ExecutionBroker:
 
     async def _handle_update(self, update: VenueUpdate) -> None:
         order = await self.orders.find(client_order_id=update.client_order_id or None, exchange_order_id=update.exchange_order_id)
+        foreign_client_id = False
+        if (order is not None and order.exchange_order_id and update.exchange_order_id
+                and order.exchange_order_id != update.exchange_order_id):
+            # same client id, another exchange order (e.g. an attached SL/TP given its entry's client id):
+            # a different order - never apply a stop's report to the entry row
+            logger.warning("[%s] report of %s carries the client id %s of order %s: treated as a different order",
+                           self.mode.upper(), update.exchange_order_id, update.client_order_id, order.exchange_order_id,
+                           extra=self._log_extra(symbol=update.symbol, client_order_id=update.client_order_id))
+            order = await self.orders.find(exchange_order_id=update.exchange_order_id)
+            foreign_client_id = True
         if order is None:
-            order = await self._adopt(update)
+            order = await self._adopt(update, ignore_client_id=foreign_client_id)
             if order is None:
                 logger.info("[%s] update for an order this bot did not place (%s %s %s) ignored", self.mode.upper(),
                             update.symbol, update.order_type, update.exchange_order_id, extra=self._log_extra(symbol=update.symbol))
                 return
         await self._apply(order, update)
 
-    async def _adopt(self, update: VenueUpdate) -> Order | None:
-        """An attached stop-loss / take-profit the venue created when an entry filled."""
-        if update.client_order_id or update.order_type not in PROTECTIVE_TYPES:
+    async def _adopt(self, update: VenueUpdate, *, ignore_client_id: bool = False) -> Order | None:
+        """An attached stop-loss / take-profit the venue created when an entry filled.
+
+        ``ignore_client_id``: the report's client id belongs to another of our orders (the venue may copy
+        the entry's id onto its attached orders), so it does not make the order someone else's.
+        """
+        if (update.client_order_id and not ignore_client_id) or update.order_type not in PROTECTIVE_TYPES:
             return None
         for ctx in self._ctx.values():
             if ctx.symbol != update.symbol or ctx.side != update.position_side or ctx.closed:
@@ -824,7 +902,21 @@ class ExecutionBroker:
         elif role in ("stop", "target") and order.id not in self._cancelled_by_us and not ctx.closed:
             current = ctx.stop if role == "stop" else ctx.target
             if current is not None and current.order_id == order.id:
-                if await self.venue.position_qty(ctx.symbol, ctx.side) <= 0:
+                try:
+                    held = await self.venue.position_qty(ctx.symbol, ctx.side)
+                except Exception as exc:  # cannot tell flat from unprotected: assume unprotected, never leave it so
+                    if role == "stop":
+                        ctx.stop = None
+                    else:
+                        ctx.target = None
+                    self.halt(f"{ctx.symbol} {role} {order.exchange_order_id} {order.status.value} and the position "
+                              "could not be read")
+                    await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange {order.status.value} the {role} "
+                                      f"{order.exchange_order_id} and the position could not be read ({type(exc).__name__}: "
+                                      f"{exc}); placing it again, entries halted", {"trade_id": ctx.trade_id})
+                    await self._protect(ctx)
+                    return
+                if held <= 0:
                     # flat: close-only orders die with the position; the exit that flattened it is on its way
                     await self._lookup_sibling(ctx, order.id)
                     return
@@ -871,11 +963,13 @@ class ExecutionBroker:
         """The attached SL/TP may not have been reported yet: look at the working orders once."""
         if ctx.stop is not None and ctx.target is not None:
             return
+        entry_client_id = ctx.entry_order.client_order_id if ctx.entry_order is not None else None
         for update in await self.venue.open_orders(ctx.symbol):
-            if not update.client_order_id and update.order_type in PROTECTIVE_TYPES and update.position_side == ctx.side:
+            copied_id = bool(update.client_order_id) and update.client_order_id == entry_client_id
+            if (not update.client_order_id or copied_id) and update.order_type in PROTECTIVE_TYPES and update.position_side == ctx.side:
                 existing = await self.orders.find(exchange_order_id=update.exchange_order_id)
                 if existing is None:
-                    await self._adopt(dataclass_replace(update, source="lookup"))
+                    await self._adopt(dataclass_replace(update, source="lookup"), ignore_client_id=copied_id)
 
     # -- protection -----------------------------------------------------------------------------------
 
@@ -1028,6 +1122,12 @@ class ExecutionBroker:
             logger.error("[%s] exit fill %s after %s was closed: the exchange closed more than the trade held", self.mode.upper(),
                          order.client_order_id, ctx.trade_id, extra=self._log_extra(ctx))
             return
+        if ctx.db_trade is not None:
+            await ctx.db_trade.refresh_from_db()
+            if ctx.db_trade.state is TradeState.CLOSED:
+                # booked already (reconciliation closed it from the same fill): never book or report it twice
+                await self._forget_closed(ctx, order, role)
+                return
         qty = order.filled_qty
         fee = sum((f.fee for f in fills), ZERO)
         time_ms = max((f.time_ms for f in fills), default=0)
@@ -1071,19 +1171,128 @@ class ExecutionBroker:
             await self._protect(ctx)
         await self._refresh_wallet()
 
+    async def _forget_closed(self, ctx: TradeCtx, order: Order, role: str) -> None:
+        """The trade was closed in the database by someone else: drop it from memory without booking anything."""
+        logger.warning("[%s] %s fill %s of %s: the trade is already closed in the database; not booked again",
+                       self.mode.upper(), role, order.client_order_id, ctx.trade_id,
+                       extra=self._log_extra(ctx, client_order_id=order.client_order_id))
+        ctx.closed = True
+        ctx.open_qty = ZERO
+        ctx.exit_intents.pop(order.id, None)
+        self._ctx.pop(ctx.trade_id, None)
+        manager = ctx.position.manager
+        if manager is not None and not manager.closed:
+            manager.close(float(order.avg_price or 0))
+        ctx.engine.positions.pop(ctx.trade_id, None)  # the engine must not manage (or count) it any more
+        for protective in (ctx.stop, ctx.target):
+            if protective is not None and protective.order_id != order.id:
+                self._route.pop(protective.order_id, None)
+                current = await Order.get(id=protective.order_id)
+                if current.status not in FINAL_STATUSES:
+                    await self._cancel(ctx, protective)
+
+    async def book_reconciled_close(self, trade: Trade, exits: list[Order]) -> bool:
+        """Reconciliation found ``trade`` flat on the exchange, closed by ``exits`` (filled exit orders).
+
+        The Reconciler's ``on_trade_closed`` hook while this broker runs: the close is booked here, once,
+        on the job queue (the same path as a reported fill: real fees, engine told, one "exit" alert, so
+        the risk manager hears of it once). False when this broker does not manage the trade.
+        """
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        async def job() -> None:
+            try:
+                booked = await self._book_reconciled_close(trade, exits)
+            except BaseException as exc:
+                if not done.done():
+                    done.set_exception(exc)
+                raise
+            else:
+                done.set_result(booked)
+
+        self._enqueue(f"reconciled close {trade.id}", job)
+        # bounded: a broker stopped meanwhile never runs the job (the caller's reconciliation then fails, loudly)
+        return await asyncio.wait_for(done, max(60.0, self.settle_timeout_s))
+
+    async def _book_reconciled_close(self, trade: Trade, exits: list[Order]) -> bool:
+        ctx = next((c for c in self._ctx.values() if c.db_trade is not None and c.db_trade.id == trade.id), None)
+        if ctx is None or ctx.position.entry is None:
+            return False
+        label = f"trade {trade.id} {trade.symbol} {trade.strategy} {trade.side}"
+        for stale in exits:
+            if ctx.closed:
+                break
+            order = await Order.get(id=stale.id)
+            if order.filled_qty <= 0:
+                continue
+            route = self._route.pop(order.id, None)
+            if route is not None:
+                role = route[1]
+            elif order.intent is OrderIntent.STOP_LOSS:
+                role = "stop"
+            elif order.intent is OrderIntent.TAKE_PROFIT:
+                role = "target"
+            else:
+                role = "exit"
+            if role == "exit" and order.id not in ctx.exit_intents:
+                ctx.exit_intents[order.id] = ExitIntent(ExitKind.CLOSE, order.filled_qty, float(order.avg_price or 0),
+                                                        "reconcile", order.filled_qty >= ctx.open_qty)
+            self._awaiting.discard(order.id)
+            fills = await self._entry_fills_at_restart(ctx, order, label)
+            ctx.fills[order.id] = fills + [f for f in ctx.fills.get(order.id, []) if f not in fills]
+            await self._exit_filled(ctx, order, role)
+        return True
+
     async def _refresh_wallet(self) -> None:
         try:
             self.wallet = await self.venue.wallet_balance()
         except Exception as exc:  # sizing keeps the last known balance
             logger.warning("[%s] wallet refresh failed: %s", self.mode.upper(), exc, extra=self._log_extra())
 
-    async def _book_funding(self, symbol: str | None, amount: Decimal) -> None:
+    async def _book_funding(self, symbol: str | None, amount: Decimal, time_ms: int | None = None) -> None:
+        from engine.execution import funding
+
         open_ctx = [c for c in self._ctx.values() if c.db_trade is not None and c.open_qty > 0 and (symbol is None or c.symbol == symbol)]
-        total = sum((c.open_qty for c in open_ctx), ZERO)
-        for ctx in open_ctx:
+        for ctx, share in zip(open_ctx, funding.split_by_qty(amount, [c.open_qty for c in open_ctx])):
             assert ctx.db_trade is not None
-            await self.trades.add_funding(ctx.db_trade, amount * ctx.open_qty / total)
+            await self.trades.add_funding(ctx.db_trade, share)
+        for booked_symbol in ({symbol} if symbol is not None else {c.symbol for c in open_ctx}):
+            await funding.note_booked(self.mode, booked_symbol, time_ms, "stream")
         await self._refresh_wallet()
+
+    async def _book_missed_funding(self, report: "RecoveryReport") -> None:
+        """Live restart: the funding settled while the bot was down, from the income history (once per tranId)."""
+        from engine.execution import funding
+
+        income = getattr(self.venue, "funding_income", None)
+        if income is None:
+            return
+        by_symbol: dict[str, list[TradeCtx]] = {}
+        for ctx in self._ctx.values():
+            if ctx.db_trade is not None and ctx.open_qty > 0 and not ctx.closed and ctx.db_trade.opened_at is not None:
+                by_symbol.setdefault(ctx.symbol, []).append(ctx)
+        for symbol, trades in by_symbol.items():
+            opened = [int(c.db_trade.opened_at.timestamp() * 1000) for c in trades if c.db_trade is not None and c.db_trade.opened_at]
+            since = await funding.booked_since(self.mode, symbol)
+            start = max(since, min(opened)) if since is not None else min(opened)
+            try:
+                records = await income(symbol, start)
+            except Exception as exc:  # bookkeeping only: the positions themselves are known
+                report.problems.append(f"{symbol}: funding paid while away could not be read ({type(exc).__name__}: {exc})")
+                continue
+            logger.info("[%s] %s: %d funding record(s) since %d at restart", self.mode.upper(), symbol, len(records), start,
+                        extra=self._log_extra(symbol=symbol))
+            for tran_id, amount, time_ms in sorted(records, key=lambda r: r[2]):
+                if time_ms < start or await funding.is_booked(self.mode, tran_id):
+                    continue
+                holders = [c for c in trades if c.db_trade is not None and c.db_trade.opened_at is not None
+                           and int(c.db_trade.opened_at.timestamp() * 1000) <= time_ms]
+                for ctx, share in zip(holders, funding.split_by_qty(amount, [c.open_qty for c in holders])):
+                    assert ctx.db_trade is not None
+                    await self.trades.add_funding(ctx.db_trade, share)
+                await funding.note_booked(self.mode, symbol, time_ms, "income", tran_id)
+                if holders:
+                    report.restored.append(f"{symbol}: funding {amount} settled while away booked ({tran_id})")
 
     # -- signals --------------------------------------------------------------------------------------
 

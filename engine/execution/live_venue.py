@@ -25,6 +25,8 @@ from engine.exchange.bingx.errors import (
     BingxNetworkError,
     BingxOrderNotFoundError,
     BingxServerError,
+    BingxDuplicateClientOrderIdError,
+    BingxUnknownError,
     OrderStateUnknownError,
 )
 from engine.exchange.bingx import Order as BingxOrder
@@ -149,6 +151,12 @@ class LiveVenue:
             order = await self.rest.place_order(self._request(spec), reference_price=spec.reference_price)
         except OrderStateUnknownError as exc:
             raise PlacementUnknown(str(exc)) from None
+        except BingxDuplicateClientOrderIdError as exc:
+            # the exchange says an order with this id exists (even if the lookup cannot show it): never "rejected"
+            raise PlacementUnknown(f"duplicate client order id: {exc}") from None
+        except BingxUnknownError as exc:
+            # a code nobody classified: the order may or may not exist
+            raise PlacementUnknown(f"unclassified exchange answer: {exc}") from None
         except (BingxNetworkError, BingxServerError) as exc:
             # place_order resolves these by lookup; reaching here means the lookup itself failed
             raise PlacementUnknown(str(exc)) from None
@@ -188,6 +196,13 @@ class LiveVenue:
         if not mine:
             return None
         return sum((abs(f.commission) for f in mine), ZERO)
+
+    async def funding_income(self, symbol: str, since_ms: int) -> list[tuple[str, Decimal, int]]:
+        """``(tranId, amount, time_ms)`` of the FUNDING_FEE income of ``symbol`` since ``since_ms`` (negative = paid)."""
+        records = await self.rest.income(symbol, "FUNDING_FEE", start_ms=since_ms, end_ms=self.rest.time.now_ms() + 60_000,
+                                         limit=1000)
+        return [(r.tran_id or f"{r.symbol}:{r.time_ms}", r.income, r.time_ms) for r in records
+                if r.income_type == "FUNDING_FEE" and r.symbol == symbol and r.time_ms >= since_ms]
 
     async def open_orders(self, symbol: str) -> list[VenueUpdate]:
         """Working orders of ``symbol``."""

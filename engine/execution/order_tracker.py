@@ -8,12 +8,16 @@
   about for ``fill_grace_s`` (the stream's own fills are on their way otherwise).
 * Orders in state UNKNOWN are looked up by client order id on every pass; a confirmed absence
   ends them (EXPIRED, source ``lookup``) - they are never resent from here.
+* An order still CREATED/SENT after ``stale_sent_s`` (60 s: longer than any placing call with its
+  lookup and single resend) lost its placing call: it becomes UNKNOWN (``on_unknown`` halts entries
+  and alerts) and is looked up like one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -56,13 +60,18 @@ class OrderTracker:
     """Feeds the broker with order reports from the account stream and REST polls."""
 
     def __init__(self, venue: LiveVenue, *, fast_poll_s: float = 2.0, slow_poll_s: float = 30.0, fill_grace_s: float = 3.0,
-                 on_funding: Any = None) -> None:
+                 on_funding: Any = None, stale_sent_s: float = 60.0,
+                 on_unknown: Callable[[Order], Awaitable[None]] | None = None) -> None:
+        """``stale_sent_s``: age after which an order still CREATED/SENT is treated as UNKNOWN (no placing call
+        lives that long); ``on_unknown`` is told about each such order (the broker halts entries and alerts)."""
         self.venue = venue
         self.store = OrderStore("live")
         self.fast_poll_s = fast_poll_s
         self.slow_poll_s = slow_poll_s
         self.fill_grace_s = fill_grace_s
         self.on_funding = on_funding
+        self.stale_sent_s = stale_sent_s
+        self.on_unknown = on_unknown
         self.stream_connected = False
         self.polls = 0
         self._wake = asyncio.Event()
@@ -80,7 +89,8 @@ class OrderTracker:
             if event.reason == "FUNDING_FEE" and self.on_funding is not None:
                 change = sum((b.balance_change for b in event.balances), ZERO)
                 symbols = {p.symbol for p in event.positions}
-                self.on_funding(symbols.pop() if len(symbols) == 1 else None, change)
+                self.on_funding(symbols.pop() if len(symbols) == 1 else None, change,
+                                event.transaction_time_ms or event.event_time_ms)
         elif isinstance(event, StreamReconnected):
             logger.warning("[LIVE] account stream reconnected: polling orders now", extra=_EXTRA)
             self._wake.set()
@@ -126,14 +136,29 @@ class OrderTracker:
         now = datetime.now(timezone.utc)
         count = 0
         for order in await self.store.working():
-            if order.status in (OrderStatus.CREATED, OrderStatus.SENT):
-                continue  # its placement is in flight: the placing call owns it (and looks it up if unanswered)
             quiet = (now - order.updated_at).total_seconds() if order.updated_at else 1e9
+            if order.status in (OrderStatus.CREATED, OrderStatus.SENT):
+                if quiet < self.stale_sent_s:
+                    continue  # its placement is in flight: the placing call owns it (and looks it up if unanswered)
+                # no placing call lives that long (timeout, lookup, one resend): it died without an answer
+                await self._stale_placement(order)
+                count += 1
+                await self._poll(order)
+                continue
             if self.stream_connected and quiet < self.fill_grace_s and order.status is not OrderStatus.UNKNOWN:
                 continue  # the stream is on it
             count += 1
             await self._poll(order)
         return count
+
+    async def _stale_placement(self, order: Order) -> None:
+        """A placement left SENT/CREATED: its outcome is unknown from now on (halt, look it up)."""
+        logger.error("[LIVE] order %s has been %s for over %.0f s: outcome unknown, looking it up", order.client_order_id,
+                     order.status.value, self.stale_sent_s,
+                     extra={**_EXTRA, "symbol": order.symbol, "client_order_id": order.client_order_id})
+        await self.store.set_status(order, OrderStatus.UNKNOWN, "poll", error="placement never answered")
+        if self.on_unknown is not None:
+            await self.on_unknown(order)
 
     async def _poll(self, order: Order) -> None:
         by_client_id = order.exchange_order_id is None and not order.client_order_id.startswith(ATTACHED_PREFIX)

@@ -105,6 +105,12 @@ class TradeStore:
             trade.exit_reason = trade.exit_reason or reason
             await trade.save(update_fields=["state", "exit_reason", "updated_at"])
 
+    async def reopen(self, trade: Trade) -> None:
+        """A close that did not happen (the exchange refused it): the trade is OPEN again, position still held."""
+        if trade.state is TradeState.CLOSING:
+            trade.state = TradeState.OPEN
+            await trade.save(update_fields=["state", "updated_at"])
+
     async def record_exit(self, trade: Trade, record: ExitRecord, open_qty: Decimal) -> None:
         """Book one exit (a partial, the target, the stop or a close) with its net PnL and R."""
         async with in_transaction():

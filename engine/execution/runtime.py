@@ -90,6 +90,7 @@ class RuntimeOptions:
     fast_poll_s: float = 2.0
     slow_poll_s: float = 30.0
     fill_grace_s: float = 3.0
+    stale_sent_s: float = 60.0  # an order still SENT after this long is looked up as UNKNOWN
     exit_grace_s: float = 5.0
     settle_timeout_s: float = 10.0
     recover: bool = True  # reload the trades a previous run left open (restart recovery) before trading
@@ -195,13 +196,11 @@ class TradingRuntime:
         await self.broker.start()
         if self.live is not None:
             self.tracker = OrderTracker(self.live, fast_poll_s=opts.fast_poll_s, slow_poll_s=opts.slow_poll_s,
-                                        fill_grace_s=opts.fill_grace_s, on_funding=self.broker.on_funding)
+                                        fill_grace_s=opts.fill_grace_s, on_funding=self.broker.on_funding,
+                                        stale_sent_s=opts.stale_sent_s, on_unknown=self.broker.on_stale_placement)
             self.account_stream = AccountStream(self.rest, self.ws_url, on_event=self._on_account_event)
             await self.account_stream.start()
             await self.account_stream.wait_connected()
-            self.tracker.set_stream_state(True)
-            self.tracker.start()
-            self._tasks.append(asyncio.create_task(self._watch_account_stream(), name="account-stream-watch"))
         source = RestCandleSource(self.rest)
         now = self.now_ms()
         for symbol in config.symbols:
@@ -218,6 +217,12 @@ class TradingRuntime:
             await self.market_stream.subscribe(trade_topic(symbol))
         if opts.recover:
             await self._recover()
+        if self.tracker is not None and self.account_stream is not None:
+            # only now: polled before recovery, a stop that filled while the bot was away would be marked
+            # FILLED with no trade to book it on, and recovery would then protect a flat position
+            self.tracker.set_stream_state(self.account_stream.conn.connected.is_set())
+            self.tracker.start()
+            self._tasks.append(asyncio.create_task(self._watch_account_stream(), name="account-stream-watch"))
         await self.market_stream.start()
         await self.market_stream.wait_connected()
         self._tasks.append(asyncio.create_task(self._clock(), name="feed-clock"))
