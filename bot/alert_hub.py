@@ -37,6 +37,13 @@ class AlertHub:
         self._reported: set[int] = set()
         self._since = datetime.now(UTC)
 
+    def mark_reported(self, trade_id: int) -> bool:
+        """Note that a closed trade was reported to risk; False when it already was (report it once)."""
+        if trade_id in self._reported:
+            return False
+        self._reported.add(trade_id)
+        return True
+
     async def publish(self, event_type: str, text: str, payload: dict[str, Any]) -> None:
         """Record and forward one alert (never raises)."""
         self.recent.append((datetime.now(UTC), event_type, text))
@@ -66,13 +73,13 @@ class AlertHub:
         if self.on_trade_closed is None:
             return
         try:
-            rows = await Trade.filter(mode=self.mode, state=TradeState.CLOSED, closed_at__gte=self._since,
+            # Written (closed) since this process started: closed_at is exchange time, which is the past
+            # on a replaying simulator and may be skewed on the real one; updated_at is our own clock.
+            rows = await Trade.filter(mode=self.mode, state=TradeState.CLOSED, updated_at__gte=self._since,
                                       entry_price__not_isnull=True)
             for trade in rows:
-                if trade.id in self._reported:
-                    continue
-                self._reported.add(trade.id)
-                await self.on_trade_closed(trade)
+                if self.mark_reported(trade.id):
+                    await self.on_trade_closed(trade)
         except Exception:
             log.exception("reporting closed trades to the risk manager failed")
 

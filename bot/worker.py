@@ -161,6 +161,12 @@ async def _available_margin(runtime: Any) -> Decimal:
     return Decimal(broker.wallet) - used
 
 
+def _placements_in_flight(runtime: Any) -> frozenset[str]:
+    """Client order ids the broker is placing right now (none before the broker exists)."""
+    broker = getattr(runtime, "broker", None)
+    return broker.placements_in_flight() if broker is not None else frozenset()
+
+
 class WorkerStartError(Exception):
     """The worker could not start safely (reason in the message; nothing was traded)."""
 
@@ -310,7 +316,8 @@ class Worker:
             if live:
                 # before anything trades: the exchange is the truth, the database is brought in line
                 self.reconciler = Reconciler(runtime.rest, config, self.risk, alert=self.alerts.risk, mode=self.mode,
-                                             on_trade_closed=self._reconciled_close)
+                                             on_trade_closed=self._reconciled_close,
+                                             placements_in_flight=lambda: _placements_in_flight(runtime))
                 start_report = await self.reconciler.run("start")
                 self._note_api(start_report.error)
                 log.info("%s", start_report.summary(), extra={"mode": self.mode})
@@ -529,11 +536,8 @@ class Worker:
 
     async def _report_once(self, trade: Trade) -> None:
         """Tell the risk manager about a closed trade once (the alert hub's closed-trade sweep skips it after)."""
-        reported: set[int] = self.alerts._reported  # AlertHub has no public "mark reported" yet
-        if trade.id in reported:
-            return
-        reported.add(trade.id)
-        await self._trade_closed(trade)
+        if self.alerts.mark_reported(trade.id):
+            await self._trade_closed(trade)
 
     async def _trade_closed(self, trade: Trade) -> None:
         await self.risk.on_trade_closed(trade.symbol, trade.strategy, net_pnl(trade))

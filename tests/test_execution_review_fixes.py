@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -261,6 +260,37 @@ async def test_unexpected_placement_error_marks_the_order_unknown_and_halts(db_u
         await sim.stop()
 
 
+async def test_broker_reports_its_placements_in_flight_to_reconciliation(db_url: str) -> None:
+    """While the exchange has not answered a placement, reconciliation must see it as in flight."""
+    data, start_ms = window(2620, 2680)
+    sim = simulator(data, start_ms)
+    await sim.start()
+    runtime = TradingRuntime(app_config("live", sim, db_url), clock_ms=sim.server_time_ms, options=options())
+    try:
+        await runtime.start()
+        assert runtime.live is not None and runtime.broker is not None
+        broker = runtime.broker
+        real_place = runtime.live.place
+        seen_during: list[frozenset[str]] = []
+
+        async def observed_place(spec: Any) -> Any:
+            seen_during.append(broker.placements_in_flight())
+            assert spec.client_order_id in seen_during[-1]
+            return await real_place(spec)
+
+        runtime.live.place = observed_place  # type: ignore[method-assign]
+        minutes = 0
+        while not seen_during:
+            assert minutes < 40, "no entry attempted"
+            await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
+            minutes += 1
+        await runtime.wait_idle()
+        assert broker.placements_in_flight() == frozenset()  # answered: no longer in flight
+    finally:
+        await runtime.stop()
+        await sim.stop()
+
+
 async def test_tracker_treats_an_old_sent_order_as_unknown(db_url: str) -> None:
     from engine.execution.order_store import OrderStore
     from engine.execution.venue import OrderSpec
@@ -344,8 +374,6 @@ async def test_reconciled_stop_fill_is_booked_once_and_reported_to_risk_once(db_
     worker = Worker(config)
     worker.risk = RiskManager(config, alert=worker.alerts.risk)
     worker.alerts.on_trade_closed = worker._trade_closed
-    # the hub reports trades closed since it started; the simulator replays the past (trades close "years ago")
-    worker.alerts._since = datetime(2000, 1, 1, tzinfo=UTC)
     reported: list[tuple[str, Decimal]] = []
     real_on_trade_closed = worker.risk.on_trade_closed
 

@@ -233,6 +233,7 @@ class ExecutionBroker:
         self._cancelled_by_us: set[int] = set()
         self._awaiting: set[int] = set()  # market orders whose executions are still to be booked
         self._prepared: set[str] = set()
+        self._placing: set[str] = set()  # client order ids sent and not yet answered
         self._queue: asyncio.Queue[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._timers: set[asyncio.Task[None]] = set()
@@ -763,6 +764,7 @@ class ExecutionBroker:
     async def _send(self, order: Order, spec: OrderSpec, ctx: TradeCtx) -> VenueUpdate | None:
         """Place a stored order. Returns the venue's answer, or None when refused / unknown (handled here)."""
         await self.orders.set_status(order, OrderStatus.SENT, "placement")
+        self._placing.add(spec.client_order_id)
         try:
             return await self.venue.place(spec)
         except PlacementRejected as exc:
@@ -781,6 +783,12 @@ class ExecutionBroker:
                              extra=self._log_extra(ctx, client_order_id=spec.client_order_id))
             await self._placement_unknown(order, spec, f"{type(exc).__name__}: {exc}")
             return None
+        finally:
+            self._placing.discard(spec.client_order_id)
+
+    def placements_in_flight(self) -> frozenset[str]:
+        """Client order ids sent to the venue whose answer has not come back yet (for reconciliation)."""
+        return frozenset(self._placing)
 
     async def _placement_unknown(self, order: Order, spec: OrderSpec, reason: str) -> None:
         await self.orders.set_status(order, OrderStatus.UNKNOWN, "placement", error=reason)
