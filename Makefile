@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test install bench soak demo simulate clean
+.PHONY: run test install bench soak soak-short demo simulate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,3 +25,18 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# `make demo`: the local simulator replays real XRP/USDT candles at 60x and the bot trades it in LIVE mode
+# (real orders on the simulator, no account needed), printing the dashboard every 10 s. Ctrl-C stops both.
+demo: $(STAMP)
+	$(BIN)/python -m bot.demo
+
+# Benchmarks (one table; figures in bench/results.json) and the accelerated 24 h soak.
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --long
+
+soak-short: $(STAMP)
+	$(BIN)/python bench/soak.py --short
