@@ -10,6 +10,9 @@ import pytest
 
 from db.database import close_db, init_db
 
+# The simulator/client fixtures (sim, client) shared by the risk and reconciliation tests.
+pytest_plugins = ("tests.risk_sim",)
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = PROJECT_ROOT.parent / "shared"
 MARKET_DATA_DIR = SHARED_DIR / "data" / "market"

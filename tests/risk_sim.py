@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
+import pytest
 
 from db.models import Order, OrderIntent, OrderStatus, Trade, TradeState
 from engine.exchange.bingx import BingxRestClient, OrderRequest, new_client_order_id
@@ -66,3 +67,18 @@ async def open_trade(client: BingxRestClient, *, side: str = "LONG", qty: str = 
                                   order_type="STOP_MARKET", quantity=Decimal(qty), stop_price=stop, reduce_only=True,
                                   status=OrderStatus.NEW)
     return trade, stop_row
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimulatorServer]:
+    """A running simulator for one test."""
+    server = await start_sim()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def client(sim: SimulatorServer) -> AsyncIterator[BingxRestClient]:
+    """The project's client signed in to ``sim``."""
+    async with client_for(sim) as c:
+        yield c

@@ -30,10 +30,7 @@ from engine.trading.sizing import ContractRules
 from strategies import Fate, Side, Signal, StrategiesConfig
 from strategies.params import MultiTimeframeLongParams
 
-try:  # tests/ as a package (rootdir on sys.path) or as plain folders (tests/ on sys.path)
-    from tests.strategy_scenarios import short_candles
-except ImportError:
-    from strategy_scenarios import short_candles  # type: ignore[no-redef]
+from tests.strategy_scenarios import short_candles
 
 MARKET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "market"
 M = ONE_MINUTE_MS

@@ -11,10 +11,7 @@ import pytest
 from engine.exchange.bingx.doctor import render_doctor_report, run_doctor
 from engine.exchange.bingx.rest import BingxRestClient
 
-try:
-    from tests.bingx_fakes import FakeBingx
-except ImportError:  # pragma: no cover - tests/ run as a plain directory
-    from bingx_fakes import FakeBingx  # type: ignore[no-redef]
+from tests.bingx_fakes import FakeBingx
 
 
 @pytest.fixture

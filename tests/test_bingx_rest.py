@@ -23,10 +23,7 @@ from engine.exchange.bingx.orders import OrderRequest, TriggerSpec, new_client_o
 from engine.exchange.bingx.ratelimit import Budget, RateLimiter
 from engine.exchange.bingx.rest import BingxRestClient
 
-try:
-    from tests.bingx_fakes import API_KEY, API_SECRET, FakeBingx
-except ImportError:  # pragma: no cover - tests/ run as a plain directory
-    from bingx_fakes import API_KEY, API_SECRET, FakeBingx  # type: ignore[no-redef]
+from tests.bingx_fakes import API_KEY, API_SECRET, FakeBingx
 
 PLACE = "/openApi/swap/v2/trade/order"
 

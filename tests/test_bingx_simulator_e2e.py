@@ -30,10 +30,7 @@ from engine.exchange.bingx.rest import BingxRestClient
 from engine.market.candle import read_candles_csv
 from engine.simulator import MarketSpec, SimulatorServer
 
-try:
-    from tests.bingx_fakes import EventCollector
-except ImportError:  # pragma: no cover - tests/ run as a plain directory
-    from bingx_fakes import EventCollector  # type: ignore[no-redef]
+from tests.bingx_fakes import EventCollector
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SYM = "BTC-USDT"

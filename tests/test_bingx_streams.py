@@ -23,10 +23,7 @@ from engine.exchange.bingx.market_stream import MarketStream, kline_topic, trade
 from engine.exchange.bingx.models import OrderStatus
 from engine.exchange.bingx.rest import BingxRestClient
 
-try:
-    from tests.bingx_fakes import API_KEY, API_SECRET, EventCollector, FakeBingx
-except ImportError:  # pragma: no cover - tests/ run as a plain directory
-    from bingx_fakes import API_KEY, API_SECRET, EventCollector, FakeBingx  # type: ignore[no-redef]
+from tests.bingx_fakes import API_KEY, API_SECRET, EventCollector, FakeBingx
 
 TOPIC = kline_topic("BTC-USDT", "1m")
 

@@ -21,10 +21,7 @@ from engine.data.providers import (
 )
 from engine.market.candle import Candle, read_candles_csv
 
-try:
-    from tests.data_fakes import FakeBinanceFutures, FakeMarket
-except ImportError:  # pragma: no cover - tests/ run as a plain directory
-    from data_fakes import FakeBinanceFutures, FakeMarket  # type: ignore[no-redef]
+from tests.data_fakes import FakeBinanceFutures, FakeMarket
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BTC = SHARED / "data/market/BTC_USDT-1m.csv.gz"

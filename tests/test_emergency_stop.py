@@ -8,7 +8,6 @@ import asyncio
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 
 from db.database import close_db, init_db
 from db.models import Order, OrderIntent, TradingStateRecord
@@ -17,35 +16,15 @@ from engine.risk import cli
 from engine.risk.emergency import emergency_stop
 from engine.risk.shutdown import cancel_entry_orders, close_bot_positions
 
-try:
-    from tests.risk_sim import (
-        KEY,
-        SECRET,
-        SYM,
-        client_for,
-        open_orders_of,
-        open_trade,
-        sim_state,
-        start_sim,
-    )
-except ImportError:
-    from risk_sim import (
-        KEY,
-        SECRET,
-        SYM,
-        client_for,
-        open_orders_of,
-        open_trade,
-        sim_state,
-        start_sim,
-    )
-
-
-@pytest.fixture
-async def sim():
-    server = await start_sim()
-    yield server
-    await server.stop()
+from tests.risk_sim import (
+    KEY,
+    SECRET,
+    SYM,
+    client_for,
+    open_orders_of,
+    open_trade,
+    sim_state,
+)
 
 
 async def _mess(client, sim) -> None:

@@ -16,41 +16,16 @@ from engine.risk.manager import RiskManager
 from engine.risk.reconcile import Reconciler
 from engine.risk.state import TradingState
 
-try:
-    from tests.risk_sim import (
-        SYM,
-        client_for,
-        open_orders_of,
-        open_trade,
-        sim_state,
-        start_sim,
-    )
-except ImportError:  # tests/ not importable as a package
-    from risk_sim import (
-        SYM,
-        client_for,
-        open_orders_of,
-        open_trade,
-        sim_state,
-        start_sim,
-    )
+from tests.risk_sim import (
+    SYM,
+    open_orders_of,
+    open_trade,
+    sim_state,
+)
 
 
 def config(**reconciliation):
     return load_config(None, env={}, overrides={"mode": "paper", "symbols": [SYM], "reconciliation": reconciliation})
-
-
-@pytest.fixture
-async def sim():
-    server = await start_sim()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def client(sim):
-    async with client_for(sim) as c:
-        yield c
 
 
 async def age(row: Order, seconds: float = 120.0) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
-import pytest
 
 from bot.config import load_config
 from db.database import close_db, init_db
@@ -22,25 +21,11 @@ from engine.risk.reconcile import Reconciler
 from engine.risk.state import TradingState
 from engine.simulator.accounts import Income
 
-try:
-    from tests.risk_sim import SYM, client_for, open_trade, start_sim
-except ImportError:  # tests/ not importable as a package
-    from risk_sim import SYM, client_for, open_trade, start_sim
-
+from tests.risk_sim import (
+    SYM,
+    open_trade,
+)
 MODE = "live"
-
-
-@pytest.fixture
-async def sim():
-    server = await start_sim()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def client(sim):
-    async with client_for(sim) as c:
-        yield c
 
 
 def make(client: BingxRestClient, tolerance: float = 1.0, settle_s: float = 0.0):

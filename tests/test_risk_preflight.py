@@ -4,23 +4,17 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
 
 from bot.config import load_config
 from engine.exchange.bingx import OrderRequest, new_client_order_id
 from engine.risk.preflight import run_preflight
 
-try:
-    from tests.risk_sim import KEY, SECRET, SYM, client_for, start_sim
-except ImportError:
-    from risk_sim import KEY, SECRET, SYM, client_for, start_sim
-
-
-@pytest.fixture
-async def sim():
-    server = await start_sim()
-    yield server
-    await server.stop()
+from tests.risk_sim import (
+    KEY,
+    SECRET,
+    SYM,
+    client_for,
+)
 
 
 async def test_preflight_green_then_conflicting_position(db_url, sim) -> None:

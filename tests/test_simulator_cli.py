@@ -14,10 +14,7 @@ import pytest
 
 from engine.simulator import cli
 
-try:
-    from tests.simulator_rawclient import NANO_FILE, RawBingX
-except ImportError:  # tests/ is not a package
-    from simulator_rawclient import NANO_FILE, RawBingX
+from tests.simulator_rawclient import NANO_FILE, RawBingX
 
 PROJECT = Path(__file__).resolve().parents[1]
 ENTRY = (

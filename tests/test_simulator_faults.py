@@ -11,10 +11,7 @@ import pytest
 from engine.market.candle import read_candles_csv
 from engine.simulator import MarketSpec, SimulatorServer
 
-try:
-    from tests.simulator_rawclient import NANO_FILE, RawBingX, ws_sub
-except ImportError:  # tests/ is not a package
-    from simulator_rawclient import NANO_FILE, RawBingX, ws_sub
+from tests.simulator_rawclient import NANO_FILE, RawBingX, ws_sub
 
 SYM = "NANO-USDT"
 CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR)

@@ -16,10 +16,7 @@ from engine.simulator import MarketSpec, SimulatorServer
 from engine.simulator.markets import Market, bucket_start
 from engine.simulator.replay import ReplayClock, trade_path
 
-try:
-    from tests.simulator_rawclient import NANO_FILE, RawBingX, ws_sub, ws_wait_for
-except ImportError:  # tests/ is not a package
-    from simulator_rawclient import NANO_FILE, RawBingX, ws_sub, ws_wait_for
+from tests.simulator_rawclient import NANO_FILE, RawBingX, ws_sub, ws_wait_for
 
 SYM = "NANO-USDT"
 

@@ -14,10 +14,7 @@ import pytest
 from engine.market.candle import read_candles_csv
 from engine.simulator import MarketSpec, SimulatorServer
 
-try:
-    from tests.simulator_rawclient import NANO_FILE, RawBingX, load_fixture_response
-except ImportError:  # tests/ is not a package
-    from simulator_rawclient import NANO_FILE, RawBingX, load_fixture_response
+from tests.simulator_rawclient import NANO_FILE, RawBingX, load_fixture_response
 
 KEY, SECRET = "rest-key", "rest-secret"
 SYM = "NANO-USDT"

@@ -14,10 +14,7 @@ from engine.market.candle import Candle
 from engine.simulator import MarketSpec, SimulatorServer
 from engine.simulator.signing import request_params, verify
 
-try:
-    from tests.simulator_rawclient import RawBingX, build_query, sign
-except ImportError:  # tests/ is not a package
-    from simulator_rawclient import RawBingX, build_query, sign
+from tests.simulator_rawclient import RawBingX, build_query, sign
 
 DOC_SECRET = "mheO6dR8ovSsxZQCOYEFCtelpuxcWGTfHw7te326y6jOwq5WpvFQ9JNljoTwBXZGv5It07m9RXSPpDQEK2w"
 KEY = "doc-key"

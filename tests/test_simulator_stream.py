@@ -12,12 +12,8 @@ import pytest
 
 from engine.market.candle import read_candles_csv
 
-try:
-    from tests.simulator_rawclient import NANO_FILE, RawBingX, gunzip_text
-    from tests.test_simulator_cli import start_cli
-except ImportError:  # tests/ is not a package
-    from simulator_rawclient import NANO_FILE, RawBingX, gunzip_text
-    from test_simulator_cli import start_cli
+from tests.simulator_rawclient import NANO_FILE, RawBingX, gunzip_text
+from tests.test_simulator_cli import start_cli
 
 
 @pytest.mark.slow

@@ -17,10 +17,7 @@ import pytest
 from engine.market.candle import read_candles_csv
 from engine.simulator import MarketSpec, SimulatorServer
 
-try:
-    from tests.simulator_rawclient import NANO_FILE, RawBingX
-except ImportError:  # tests/ is not a package
-    from simulator_rawclient import NANO_FILE, RawBingX
+from tests.simulator_rawclient import NANO_FILE, RawBingX
 
 SYM = "NANO-USDT"
 KEY, SECRET = "trade-key", "trade-secret"

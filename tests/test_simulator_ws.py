@@ -14,10 +14,7 @@ import pytest
 from engine.market.candle import Candle, read_candles_csv
 from engine.simulator import MarketSpec, SimulatorServer
 
-try:
-    from tests.simulator_rawclient import NANO_FILE, RawBingX, gunzip_text, ws_next, ws_sub, ws_wait_for
-except ImportError:  # tests/ is not a package
-    from simulator_rawclient import NANO_FILE, RawBingX, gunzip_text, ws_next, ws_sub, ws_wait_for
+from tests.simulator_rawclient import NANO_FILE, RawBingX, gunzip_text, ws_next, ws_sub, ws_wait_for
 
 SYM = "NANO-USDT"
 ACK_KEYS = {"id", "code", "msg", "dataType", "data"}

@@ -27,10 +27,7 @@ from strategies import (
     TrendDistanceShortParams,
 )
 from strategies.params import TradeManagementParams
-try:  # tests/ as a package (rootdir on sys.path) or as plain folders (tests/ on sys.path)
-    from tests.strategy_scenarios import FIVE, M, c, long_candles, short_candles
-except ImportError:
-    from strategy_scenarios import FIVE, M, c, long_candles, short_candles  # type: ignore[no-redef]
+from tests.strategy_scenarios import FIVE, M, c, long_candles, short_candles
 
 MARKET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "market"
 TINY = 1e-7  # relative step "just above / just below" a threshold reached by moving candles
