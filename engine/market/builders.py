@@ -68,6 +68,16 @@ class KlineCandleBuilder:
         self._last_final_ms = forming.open_time_ms
         return [forming]
 
+    def clock_cannot_close(self, now_ms: int) -> bool:
+        """True when ``on_time(now_ms)`` finalises nothing now *and* after any later updates.
+
+        Holds while a candle is forming and ``now_ms`` is before its end plus grace: the forming
+        open time never decreases (older updates are dropped), so the deadline only moves later.
+        With nothing forming, a later update could start a candle this time does close, so False.
+        """
+        forming = self._forming
+        return forming is not None and now_ms < forming.open_time_ms + ONE_MINUTE_MS + self.grace_ms
+
     def on_time(self, now_ms: int) -> list[Candle]:
         """Finalise the forming candle once ``now_ms`` is past its minute plus the grace period."""
         forming = self._forming

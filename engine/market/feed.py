@@ -104,6 +104,9 @@ class MarketFeed:
 
     async def on_trade(self, tick: TradeTick) -> None:
         """A public trade: builds candles in ``"trades"`` mode, and is the clock for the kline builder."""
+        if self.candles_from == "kline" and self.klines.clock_cannot_close(tick.time_ms):
+            # Most trades: a no-op wherever in the queue of on_* calls it would run, so skip the lock.
+            return
         async with self._lock:
             if self.candles_from == "trades":
                 closed = self.trades.on_trade(tick)

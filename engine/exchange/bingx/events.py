@@ -7,7 +7,7 @@ streams log and skip such frames. Unknown but well-formed frames give no event.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping, Union
 
 from .models import (
@@ -152,41 +152,102 @@ def split_topic(topic: str) -> tuple[str, str]:
     return symbol, channel
 
 
+# --- kline and trade parsing (the hot path: BingX pushes these several times a second per symbol) ---
+#
+# ``_fast_*`` handle the shape BingX actually sends (a dict with int times and numeric strings) with
+# as few calls as possible and return ``None`` for anything else; the general ``_*_event`` parsers then
+# decide, with their field-naming errors. Both give identical events wherever the fast path answers
+# (tests/test_bingx_events_fastpath.py checks this on hostile input).
+
+_ABSENT = object()
+
+
+def _finite(text: Any) -> Decimal | None:
+    """``Decimal`` of a numeric string if it is a finite number, else ``None`` (the caller falls back)."""
+    if text.__class__ is not str:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
+
+
+def _fast_kline(symbol: str, interval: str, row: Any) -> KlineEvent | None:
+    if row.__class__ is not dict:
+        return None
+    t = row.get("T", _ABSENT)
+    if t is _ABSENT:
+        t = row.get("t")
+    if t.__class__ is not int:
+        return None
+    o = _finite(row.get("o"))
+    h = _finite(row.get("h"))
+    lo = _finite(row.get("l"))
+    c = _finite(row.get("c"))
+    v = _finite(row.get("v"))
+    if o is None or h is None or lo is None or c is None or v is None:
+        return None
+    return KlineEvent(symbol, interval, t, o, h, lo, c, v)
+
+
+def _kline_event(symbol: str, interval: str, topic: str, row: Any) -> KlineEvent:
+    r = _mapping(row, f"{topic}.data[]")
+    return KlineEvent(
+        symbol=symbol,
+        interval=interval,
+        open_time_ms=req_int(r.get("T", r.get("t")), f"{topic}.T"),
+        open=req_decimal(r.get("o"), f"{topic}.o"),
+        high=req_decimal(r.get("h"), f"{topic}.h"),
+        low=req_decimal(r.get("l"), f"{topic}.l"),
+        close=req_decimal(r.get("c"), f"{topic}.c"),
+        volume=zero_decimal(r.get("v"), f"{topic}.v"),
+    )
+
+
+def _fast_trade(symbol: str, row: Any) -> TradeEvent | None:
+    if row.__class__ is not dict:
+        return None
+    s = row.get("s")
+    if s.__class__ is str:
+        if s:
+            symbol = s
+    elif s is not None:
+        return None
+    t = row.get("T")
+    m = row.get("m", False)
+    if t.__class__ is not int or m.__class__ is not bool:
+        return None
+    p = _finite(row.get("p"))
+    q = _finite(row.get("q"))
+    if p is None or q is None:
+        return None
+    return TradeEvent(symbol, t, p, q, m)
+
+
+def _trade_event(symbol: str, topic: str, row: Any) -> TradeEvent:
+    r = _mapping(row, f"{topic}.data[]")
+    return TradeEvent(
+        symbol=_str(r.get("s")) or symbol,
+        time_ms=req_int(r.get("T"), f"{topic}.T"),
+        price=req_decimal(r.get("p"), f"{topic}.p"),
+        qty=req_decimal(r.get("q"), f"{topic}.q"),
+        buyer_is_maker=bool(to_bool(r.get("m"), default=False)),
+    )
+
+
 def parse_market_push(msg: Mapping[str, Any]) -> list[MarketEvent]:
     """Turn one push frame ``{"dataType": topic, "data": ...}`` into events (may be several)."""
     topic = _str(msg.get("dataType"))
     symbol, channel = split_topic(topic)
     data = msg.get("data")
-    if channel.startswith("kline_"):
-        interval = channel[len("kline_"):]
-        rows = data if isinstance(data, list) else [data]
-        events: list[MarketEvent] = []
-        for row in rows:
-            r = _mapping(row, f"{topic}.data[]")
-            events.append(KlineEvent(
-                symbol=symbol,
-                interval=interval,
-                open_time_ms=req_int(r.get("T", r.get("t")), f"{topic}.T"),
-                open=req_decimal(r.get("o"), f"{topic}.o"),
-                high=req_decimal(r.get("h"), f"{topic}.h"),
-                low=req_decimal(r.get("l"), f"{topic}.l"),
-                close=req_decimal(r.get("c"), f"{topic}.c"),
-                volume=zero_decimal(r.get("v"), f"{topic}.v"),
-            ))
-        return events
     if channel == "trade":
         rows = data if isinstance(data, list) else [data]
-        out: list[MarketEvent] = []
-        for row in rows:
-            r = _mapping(row, f"{topic}.data[]")
-            out.append(TradeEvent(
-                symbol=_str(r.get("s")) or symbol,
-                time_ms=req_int(r.get("T"), f"{topic}.T"),
-                price=req_decimal(r.get("p"), f"{topic}.p"),
-                qty=req_decimal(r.get("q"), f"{topic}.q"),
-                buyer_is_maker=bool(to_bool(r.get("m"), default=False)),
-            ))
-        return out
+        return [_fast_trade(symbol, row) or _trade_event(symbol, topic, row) for row in rows]
+    if channel.startswith("kline_"):
+        interval = channel[6:]  # after "kline_"
+        rows = data if isinstance(data, list) else [data]
+        return [_fast_kline(symbol, interval, row) or _kline_event(symbol, interval, topic, row) for row in rows]
     if channel.startswith("depth"):
         d = _mapping(data, f"{topic}.data")
         level_text = channel[len("depth"):].split("@", 1)[0]

@@ -144,9 +144,16 @@ def _list(value: Any, name: str) -> list[Any]:
     return value
 
 
+# Built once: ``json.loads(text, parse_float=...)`` constructs a new decoder on every call, which
+# costs as much as decoding a small WebSocket frame.
+_DECODER = json.JSONDecoder(parse_float=Decimal)
+
+
 def loads(text: str | bytes) -> Any:
     """Decode BingX JSON: floats become exact ``Decimal``; big ints stay exact ints."""
-    return json.loads(text, parse_float=Decimal)
+    if isinstance(text, str):
+        return _DECODER.decode(text)
+    return json.loads(text, parse_float=Decimal)  # bytes: json.loads detects UTF-8/16/32 first
 
 
 # --- enums -----------------------------------------------------------------------------------

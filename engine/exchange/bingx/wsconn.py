@@ -37,7 +37,18 @@ def decode_frame(data: bytes | str) -> str:
     if isinstance(data, str):
         return data
     try:
-        raw = gzip.decompress(data) if data[:2] == _GZIP_MAGIC else data
+        if data[:2] == _GZIP_MAGIC:
+            # zlib in gzip mode (wbits=31) is ~3x faster than gzip.decompress, which parses the header
+            # in Python. It stops after the first gzip member, so anything after it (a second member,
+            # trailing junk) goes to gzip.decompress, which concatenates members or rejects the junk.
+            inflater = zlib.decompressobj(31)
+            raw = inflater.decompress(data)
+            if not inflater.eof:
+                raise EOFError("compressed data ended before the end-of-stream marker")
+            if inflater.unused_data:
+                raw = gzip.decompress(data)
+        else:
+            raw = data
         return raw.decode("utf-8")
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise MalformedFrameError(f"undecodable frame ({len(data)} bytes): {exc}") from None
