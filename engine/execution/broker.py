@@ -40,9 +40,12 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
+from tortoise.transactions import in_transaction
+
 from db.models import Fill as FillRow
 from db.models import Order, OrderIntent, OrderStatus, Signal, SignalFate, Trade, TradeExit, TradeState
 from engine.exchange.bingx import new_client_order_id
+from engine.exchange.bingx.errors import NO_POSITION_CODES
 from engine.execution.order_store import FINAL_STATUSES, OrderStore, RecordedFill
 from engine.execution.positions import TradeStore, dec
 from engine.execution.venue import ExecMode, OrderSpec, PlacementRejected, PlacementUnknown, Venue, VenueUpdate
@@ -653,7 +656,6 @@ class ExecutionBroker:
         position = ctx.position
         signal = position.signal
         extra = self._log_extra(ctx)
-        signal_row = await self._signal_row(signal, SignalFate.TAKEN, "")
         reason = self._entry_blocker(ctx)
         request = TradeRequest(
             self.mode, ctx.symbol, ctx.strategy, ctx.side, position.qty, signal.entry, signal.stop, signal.target,
@@ -668,7 +670,7 @@ class ExecutionBroker:
                 reason = f"risk: {decision.reason}"
         # ``active`` (when the hook has it) says whether approval mode is on right now: off => no detour
         if reason is None and not approved and self.entry_approval is not None and getattr(self.entry_approval, "active", True):
-            self._spawn_approval(ctx, request, signal_row, time_ms)
+            self._spawn_approval(ctx, request, await self._signal_row(signal, SignalFate.TAKEN, ""), time_ms)
             return
         if reason is None:
             try:
@@ -676,6 +678,7 @@ class ExecutionBroker:
             except Exception as exc:
                 reason = f"cannot set position mode/leverage: {exc}"
         if reason is not None:
+            signal_row = await self._signal_row(signal, SignalFate.TAKEN, "")
             signal_row.fate = SignalFate.REJECTED
             signal_row.reason = reason[:255]
             await signal_row.save(update_fields=["fate", "reason"])
@@ -685,17 +688,22 @@ class ExecutionBroker:
         ctx.attached_stop = round_to_tick(signal.stop, tick)
         ctx.attached_target = round_to_tick(signal.target, tick)
         management = {"entry_reference": reference_price}
-        ctx.db_trade = await self.trades.create_pending(
-            symbol=ctx.symbol, strategy=ctx.strategy, side=ctx.side, qty=position.qty, stop=signal.stop, target=signal.target,
-            risk_per_unit=abs(signal.entry - signal.stop), signal_id=signal_row.id, management=management,
-        )
         spec = OrderSpec(
             symbol=ctx.symbol, side="BUY" if ctx.side == "LONG" else "SELL", position_side=ctx.side, order_type="MARKET",
             quantity=position.qty, client_order_id=new_client_order_id("en"), attached_stop=ctx.attached_stop,
             attached_target=ctx.attached_target, reference_price=dec(reference_price),
         )
-        order = await self.orders.create(spec, OrderIntent.ENTRY, ctx.db_trade.id,
-                                         detail={"stop_loss": str(ctx.attached_stop), "take_profit": str(ctx.attached_target)})
+        # ONE commit on the order path (issue 10): the signal, the trade and the order intent (client order id,
+        # stored as SENT) are durable together before the request leaves; a failure stores none and sends nothing
+        async with in_transaction():
+            signal_row = await self._signal_row(signal, SignalFate.TAKEN, "")
+            trade = await self.trades.create_pending(
+                symbol=ctx.symbol, strategy=ctx.strategy, side=ctx.side, qty=position.qty, stop=signal.stop, target=signal.target,
+                risk_per_unit=abs(signal.entry - signal.stop), signal_id=signal_row.id, management=management,
+            )
+            order = await self.orders.create(spec, OrderIntent.ENTRY, trade.id, sent=True,
+                                             detail={"stop_loss": str(ctx.attached_stop), "take_profit": str(ctx.attached_target)})
+        ctx.db_trade = trade
         ctx.entry_order = order
         self._route[order.id] = (ctx, "entry")
         logger.info("[%s] entry %s %s %s qty %s (ref %s, stop %s, target %s)", self.mode.upper(), ctx.symbol, ctx.strategy,
@@ -763,7 +771,8 @@ class ExecutionBroker:
 
     async def _send(self, order: Order, spec: OrderSpec, ctx: TradeCtx) -> VenueUpdate | None:
         """Place a stored order. Returns the venue's answer, or None when refused / unknown (handled here)."""
-        await self.orders.set_status(order, OrderStatus.SENT, "placement")
+        if order.status is not OrderStatus.SENT:  # create(sent=True) stored it as SENT in the same commit
+            await self.orders.set_status(order, OrderStatus.SENT, "placement")
         self._placing.add(spec.client_order_id)
         try:
             return await self.venue.place(spec)
@@ -771,7 +780,7 @@ class ExecutionBroker:
             await self.orders.set_status(order, OrderStatus.REJECTED, "placement", error=exc.reason)
             logger.warning("[%s] order %s rejected: %s", self.mode.upper(), spec.client_order_id, exc.reason,
                            extra=self._log_extra(ctx, client_order_id=spec.client_order_id))
-            await self._rejected(ctx, order, exc.reason)
+            await self._rejected(ctx, order, exc.reason, code=exc.code)
             return None
         except PlacementUnknown as exc:
             await self._placement_unknown(order, spec, str(exc))
@@ -796,8 +805,10 @@ class ExecutionBroker:
         await self._alert("halt", f"order {spec.client_order_id} ({order.intent.value}) on {spec.symbol}: outcome unknown, "
                           f"entries halted until it is resolved ({reason})", {"client_order_id": spec.client_order_id})
 
-    async def _rejected(self, ctx: TradeCtx, order: Order, reason: str) -> None:
+    async def _rejected(self, ctx: TradeCtx, order: Order, reason: str, *, code: int | None = None) -> None:
         role = self._route.get(order.id, (ctx, "exit"))[1]
+        if role != "entry" and code in NO_POSITION_CODES and await self._closed_on_exchange(ctx, order, role, reason):
+            return
         if role == "entry":
             await self._entry_failed(ctx, f"rejected by the exchange: {reason}", alert_type="error")
         elif role == "stop":
@@ -820,6 +831,27 @@ class ExecutionBroker:
             await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange rejected the {label} exit ({reason}); the "
                               f"position stays open ({ctx.open_qty}) {protection}; entries halted, close it again or by hand",
                               {"trade_id": ctx.trade_id, "client_order_id": order.client_order_id})
+
+    async def _closed_on_exchange(self, ctx: TradeCtx, order: Order, role: str, reason: str) -> bool:
+        """A closing order found no position: did the exchange's own stop or target close the trade first?
+
+        The account stream and the market stream are separate connections, so the engine can decide
+        an exit (a partial, a trailing step) on a candle whose trades already fired the exchange's
+        stop/target while that fill report is still on its way. The fill is looked up by REST and
+        booked now; True when that explains the missing position (nothing else to do: no halt, no
+        emergency close). False when it does not (someone else closed it?): the caller treats the
+        rejection as usual (alert, halt): never guess.
+        """
+        await self._lookup_sibling(ctx, order.id)
+        if not ctx.closed:
+            return False
+        if role == "exit":
+            ctx.exit_intents.pop(order.id, None)
+        self._route.pop(order.id, None)
+        logger.warning("[%s] %s %s of %s not needed: the exchange's %s already closed the position (%s)", self.mode.upper(),
+                       role, order.client_order_id, ctx.trade_id, ctx.db_trade.exit_reason if ctx.db_trade else "order", reason,
+                       extra=self._log_extra(ctx, client_order_id=order.client_order_id))
+        return True
 
     async def _entry_failed(self, ctx: TradeCtx, reason: str, *, alert_type: str) -> None:
         ctx.failed = True
@@ -1026,7 +1058,7 @@ class ExecutionBroker:
             client_order_id=new_client_order_id("sl" if is_stop else "tp"), stop_price=price,
         )
         order = await self.orders.create(spec, OrderIntent.STOP_LOSS if is_stop else OrderIntent.TAKE_PROFIT,
-                                         ctx.db_trade.id if ctx.db_trade else None)
+                                         ctx.db_trade.id if ctx.db_trade else None, sent=True)
         self._route[order.id] = (ctx, role)
         update = await self._send(order, spec, ctx)
         if update is None:
@@ -1079,7 +1111,8 @@ class ExecutionBroker:
             client_order_id=new_client_order_id("ex" if purpose is OrderIntent.PARTIAL_EXIT else "cl"),
             reference_price=dec(self.last_price.get(ctx.symbol, intent.price)),
         )
-        order = await self.orders.create(spec, purpose, ctx.db_trade.id if ctx.db_trade else None, detail={"label": intent.label})
+        order = await self.orders.create(spec, purpose, ctx.db_trade.id if ctx.db_trade else None, detail={"label": intent.label},
+                                         sent=True)
         self._route[order.id] = (ctx, "exit")
         ctx.exit_intents[order.id] = intent
         update = await self._send(order, spec, ctx)
@@ -1305,11 +1338,13 @@ class ExecutionBroker:
     # -- signals --------------------------------------------------------------------------------------
 
     async def _signal_row(self, signal: Any, fate: SignalFate, reason: str) -> Signal:
-        row, _ = await Signal.get_or_create(
-            symbol=signal.symbol, strategy=signal.strategy, candle_time_ms=signal.time_ms, mode=self.mode,
-            defaults={"side": signal.side.value.upper(), "entry": dec(signal.entry), "stop": dec(signal.stop),
-                      "target": dec(signal.target), "inputs": dict(signal.indicators), "fate": fate, "reason": reason[:255]},
-        )
+        # a plain look-up then insert, not get_or_create (its savepoint costs two more DB round trips on the
+        # order path): every signal write runs on this broker's single worker, so nothing can insert in between
+        key = {"symbol": signal.symbol, "strategy": signal.strategy, "candle_time_ms": signal.time_ms, "mode": self.mode}
+        row = await Signal.filter(**key).first()
+        if row is None:
+            row = await Signal.create(**key, side=signal.side.value.upper(), entry=dec(signal.entry), stop=dec(signal.stop),
+                                      target=dec(signal.target), inputs=dict(signal.indicators), fate=fate, reason=reason[:255])
         return row
 
     async def _store_signal(self, record: SignalRecord) -> None:

@@ -2,9 +2,9 @@
 
 Rules this module enforces:
 
-* An order row (client order id, intent, quantities) exists with status CREATED before the
-  request leaves; it goes to SENT just before the call, and to UNKNOWN when the call's outcome
-  is unknown. Nothing is ever resent from here: an UNKNOWN order is resolved by lookup.
+* An order row (client order id, intent, quantities) is committed before the request leaves:
+  CREATED then SENT just before the call, or both in the same commit (``create(sent=True)``,
+  the order path); UNKNOWN when the call's outcome is unknown. Nothing is ever resent from here: an UNKNOWN order is resolved by lookup.
 * Status only moves forward (CREATED/SENT/UNKNOWN -> NEW -> PARTIALLY_FILLED -> a final status);
   a late or duplicated report never takes an order back. Every change is an ``OrderEvent`` with
   its source (placement, stream, poll, lookup, paper).
@@ -61,8 +61,15 @@ class OrderStore:
     def __init__(self, mode: str) -> None:
         self.mode = mode
 
-    async def create(self, spec: OrderSpec, intent: OrderIntent, trade_id: int | None, detail: dict[str, Any] | None = None) -> Order:
-        """Store ``spec`` as CREATED (before anything is sent)."""
+    async def create(self, spec: OrderSpec, intent: OrderIntent, trade_id: int | None, detail: dict[str, Any] | None = None,
+                     *, sent: bool = False) -> Order:
+        """Store ``spec`` as CREATED (before anything is sent), in one transaction with its event.
+
+        ``sent=True``: the caller sends it right after this returns, so the row is stored as SENT
+        at once (events CREATED and SENT, one commit instead of two on the order path). SENT means
+        "the request may be on the wire": it is resolved by lookup exactly like CREATED (tracker,
+        reconciliation), so a crash before the request leaves ends in a confirmed absence.
+        """
         async with in_transaction():
             order = await Order.create(
                 client_order_id=spec.client_order_id,
@@ -77,9 +84,12 @@ class OrderStore:
                 price=None,
                 stop_price=spec.stop_price,
                 reduce_only=spec.closing,
-                status=OrderStatus.CREATED,
+                status=OrderStatus.SENT if sent else OrderStatus.CREATED,
             )
-            await OrderEvent.create(order=order, status=OrderStatus.CREATED, source="placement", detail=detail or {})
+            events = [OrderEvent(order=order, status=OrderStatus.CREATED, source="placement", detail=detail or {})]
+            if sent:
+                events.append(OrderEvent(order=order, status=OrderStatus.SENT, source="placement", detail={}))
+            await OrderEvent.bulk_create(events)  # one statement: each one is a round trip to the DB thread
         return order
 
     async def adopt(self, update: VenueUpdate, intent: OrderIntent, trade_id: int | None) -> Order:
