@@ -85,6 +85,46 @@ async def test_rejected_close_keeps_the_stop_halts_and_can_be_retried(db_url: st
         await sim.stop()
 
 
+async def test_exit_racing_the_exchange_stop_books_the_stop_without_halting(db_url: str) -> None:
+    """The engine may decide an exit on a candle whose trades already fired the exchange's stop, before that
+    fill report arrives: the exit gets 101205 'No position to close'. That is no reason to halt: the broker
+    looks the stop up, books its fill, and carries on (an unexplained 101205 still halts)."""
+    data, start_ms = window(2620, 2680)
+    sim = simulator(data, start_ms)
+    await sim.start()
+    alerts: list[tuple[str, str]] = []
+
+    async def on_alert(event_type: str, text: str, payload: dict[str, Any]) -> None:
+        alerts.append((event_type, text))
+
+    runtime = TradingRuntime(app_config("live", sim, db_url), clock_ms=sim.server_time_ms, options=options(), on_alert=on_alert)
+    try:
+        await runtime.start()
+        await _open_live_trade(sim, runtime, start_ms)
+        broker = runtime.broker
+        assert broker is not None
+        view = broker.open_trades()[0]
+        stop_row = await Order.get(trade_id=view.db_id, intent=OrderIntent.STOP_LOSS, status=OrderStatus.NEW)
+        sim_stop = sim.engine.find_order(SYMBOL, stop_row.exchange_order_id, None)
+        orders_before = len(sim.state()["orders"])
+
+        sim.engine._trigger(sim_stop, sim.markets[SYMBOL])  # the exchange's stop fires ...
+        assert _position(sim) == 0
+        assert broker.close_trade(view.trade_id, "partial decided late")  # ... and the bot's exit is already queued
+        await runtime.wait_idle()
+
+        assert (await Order.get(intent=OrderIntent.CLOSE)).status is OrderStatus.REJECTED  # 101205 from the exchange
+        trade = await Trade.get(id=view.db_id)
+        assert trade.state is TradeState.CLOSED and trade.exit_reason == "stop"
+        assert broker.halted_reason is None, broker.halted_reason
+        assert not any(kind == "error" for kind, _ in alerts), alerts
+        assert sim.state()["orders"][orders_before:] == []  # no emergency close or new stop on a flat position
+        assert _position(sim) == 0 and broker.open_trades() == []
+    finally:
+        await runtime.stop()
+        await sim.stop()
+
+
 # -- 2. a stop that filled while the bot was down is booked as the exit at restart ------------------
 
 
