@@ -48,6 +48,7 @@ from engine.backtest.runner import run_backtest  # noqa: E402
 from engine.market.candle import ONE_MINUTE_MS, Candle, read_candles_csv  # noqa: E402
 from engine.simulator import MarketSpec, SimulatorServer  # noqa: E402
 from strategies.params import StrategiesConfig  # noqa: E402
+from engine.simulator.audit import stop_gaps  # noqa: E402
 from tests.execution_sim import _STATUS, dec  # noqa: E402
 
 MARKET = ROOT.parent / "shared" / "data" / "market"
@@ -137,44 +138,6 @@ class BotProc:
 
     def logs(self) -> str:
         return "".join((self.tmp / f"bot{i}.stderr").read_text(errors="replace") for i in range(1, self.starts + 1))
-
-
-def stop_gaps(state: dict[str, Any], tolerance_ms: int) -> tuple[int, list[str]]:
-    """Position spans (from the simulator's fills) and the moments one had no working stop for over ``tolerance_ms``."""
-    fills = sorted(state["fills"], key=lambda f: (f["time"], str(f["tradeId"])))
-    amount: dict[tuple[str, str], Decimal] = {}
-    opened: dict[tuple[str, str], int] = {}
-    spans: list[tuple[str, str, int, int]] = []
-    for f in fills:
-        key = (f["symbol"], f["positionSide"])
-        opening = (f["side"] == "BUY") == (f["positionSide"] == "LONG")
-        before = amount.get(key, Decimal(0))
-        after = before + dec(f["qty"]) if opening else before - dec(f["qty"])
-        amount[key] = after
-        if before == 0 and after > 0:
-            opened[key] = f["time"]
-        elif before > 0 and after == 0:
-            spans.append((key[0], key[1], opened.pop(key), f["time"]))
-    end = state["clock"]["now_ms"]
-    spans += [(k[0], k[1], t, end) for k, t in opened.items()]
-    problems = []
-    for symbol, side, start, stop in spans:
-        closing = "SELL" if side == "LONG" else "BUY"
-        intervals = sorted(
-            (o["time"], o["updateTime"] if o["status"] not in ("NEW", "PENDING", "PARTIALLY_FILLED") else end)
-            for o in state["orders"]
-            if o["symbol"] == symbol and o["positionSide"] == side and o["type"] == "STOP_MARKET" and o["side"] == closing
-        )
-        covered = start
-        for begin, finish in intervals:
-            if begin > covered + tolerance_ms:
-                problems.append(f"{symbol} {side}: no stop {covered}..{begin} ({begin - covered} ms market time)")
-            covered = max(covered, finish)
-            if covered >= stop:
-                break
-        if covered < stop - tolerance_ms:
-            problems.append(f"{symbol} {side}: no stop {covered}..{stop}")
-    return len(spans), problems
 
 
 async def db_vs_exchange(state: dict[str, Any]) -> tuple[list[str], dict[str, int]]:

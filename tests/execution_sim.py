@@ -12,6 +12,7 @@ from db.models import Fill, Order, Trade, TradeState
 from engine.execution.runtime import RuntimeOptions, TradingRuntime
 from engine.market.candle import ONE_MINUTE_MS, Candle, read_candles_csv
 from engine.simulator import MarketSpec, SimulatorServer
+from engine.simulator.audit import stop_gaps
 
 MARKET_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "market"
 SYMBOL = "XRP-USDT"
@@ -132,36 +133,6 @@ async def assert_db_matches_exchange(state: dict[str, Any], initial_balance: Dec
 
 def assert_stop_always_on_exchange(state: dict[str, Any]) -> int:
     """Every moment a position was open after its entry filled, a stop order of its side was working (simulator's view)."""
-    fills = sorted(state["fills"], key=lambda f: f["tradeId"])
-    orders = {str(o["orderId"]): o for o in state["orders"]}
-    spans: list[tuple[str, str, int, int]] = []
-    amount: dict[tuple[str, str], Decimal] = {}
-    opened: dict[tuple[str, str], int] = {}
-    for f in fills:
-        key = (f["symbol"], f["positionSide"])
-        order = orders[str(f["orderId"])]
-        opening = (f["side"] == "BUY") == (f["positionSide"] == "LONG")
-        before = amount.get(key, Decimal(0))
-        after = before + dec(f["qty"]) if opening else before - dec(f["qty"])
-        amount[key] = after
-        if before == 0 and after > 0:
-            opened[key] = f["time"]
-        elif before > 0 and after == 0:
-            spans.append((key[0], key[1], opened.pop(key), f["time"]))
-        assert order is not None
-    end = state["clock"]["now_ms"]
-    spans += [(k[0], k[1], t, end) for k, t in opened.items()]
-    for symbol, side, start, stop in spans:
-        closing_side = "SELL" if side == "LONG" else "BUY"
-        intervals = sorted(
-            (o["time"], o["updateTime"] if o["status"] not in ("NEW", "PENDING", "PARTIALLY_FILLED") else end)
-            for o in state["orders"]
-            if o["symbol"] == symbol and o["positionSide"] == side and o["type"] == "STOP_MARKET" and o["side"] == closing_side
-        )
-        covered_until = start
-        for begin, finish in intervals:
-            if begin > covered_until:
-                break
-            covered_until = max(covered_until, finish)
-        assert covered_until >= stop, f"{symbol} {side} position open {start}..{stop} unprotected after {covered_until}"
-    return len(spans)
+    spans, gaps = stop_gaps(state)
+    assert gaps == [], gaps
+    return spans
