@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from engine.market.candle import Candle, read_candles_csv
+from engine.timeparse import utc_ms_argument
 from strategies.params import StrategiesConfig
 
 logger = logging.getLogger(__name__)
@@ -26,18 +26,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def parse_time_ms(text: str) -> int:
-    """UTC time from epoch milliseconds, ``YYYY-MM-DD`` or an ISO date-time (naive means UTC)."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use epoch ms, YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1000)
+# --from/--to: shared with simulate and download
+parse_time_ms = utc_ms_argument
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

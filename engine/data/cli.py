@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from engine.timeparse import parse_utc_ms
+
 if TYPE_CHECKING:  # pragma: no cover
     from bot.config import AppConfig, ExchangeConfig
 
@@ -27,22 +29,7 @@ EXIT_USAGE = 2
 MAX_GAP_LINES = 20
 
 
-def parse_time_ms(text: str) -> int:
-    """``2024-01-31``, ``2024-01-31T12:00``, ``2024-01-31T12:00:00Z``/``+02:00`` or epoch ms -> epoch ms (UTC).
-
-    Times without a zone are UTC. Raises ``ValueError`` with the accepted forms.
-    """
-    value = text.strip()
-    if value.isdigit():
-        return int(value)
-    try:
-        moment = datetime.fromisoformat(value.replace(" ", "T"))
-    except ValueError:
-        raise ValueError(f"{text!r} is not a date: use 2024-01-31, 2024-01-31T12:00[Z] or epoch milliseconds") \
-            from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+parse_time_ms = parse_utc_ms  # --from/--to (ValueError is reported by run() with exit code 2)
 
 
 def _utc(ms: int) -> str:

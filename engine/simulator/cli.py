@@ -17,9 +17,10 @@ import logging
 import os
 import signal
 import sys
-from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+
+from engine.timeparse import utc_ms_argument
 
 from .faults import Faults
 from .markets import MarketSpec
@@ -53,18 +54,8 @@ def _decimal(text: str) -> Decimal:
     return value
 
 
-def parse_start(text: str) -> int:
-    """``--start``: epoch milliseconds, or an ISO-8601 date/time (UTC unless it says otherwise)."""
-    stripped = text.strip()
-    if stripped.isdigit():
-        return int(stripped)
-    try:
-        dt = datetime.fromisoformat(stripped.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--start must be epoch ms or ISO-8601, got {text!r}") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1000)
+# --start: the same forms as backtest and download accept
+parse_start = utc_ms_argument
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
