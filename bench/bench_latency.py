@@ -1,28 +1,36 @@
 """Tick-to-order latency: simulator frame that closes a signal candle -> entry order at the simulator.
 
-The real live path runs: ``TradingRuntime`` in ``live`` mode (MarketStream -> MarketFeed ->
-SymbolEngine -> ExecutionBroker -> order row written to SQLite -> signed REST placement)
-against the BingX simulator on 127.0.0.1, in the same process (one asyncio loop, one core).
+The bot side is what ``trading-bot run`` runs in live mode: ``TradingRuntime`` (MarketStream ->
+MarketFeed -> SymbolEngine -> ExecutionBroker -> signal, trade and order intent committed to
+SQLite -> signed REST placement) behind the worker's own risk gate (``bot.worker.wire_entry_gate``:
+trading state, protections, exposure, order rate, available margin), logging at INFO to a file.
+It runs in this process, pinned to ONE core. The exchange is the BingX simulator in its own
+process (``bench/latency_exchange.py``), pinned to the other core when there is one, on 127.0.0.1.
 
-How a sample is taken: the simulator is paused. The signal candles of the file are known from a
-backtest of the same data (same engine). The replay jumps to the end of each signal candle, the
-bot drains, then the replay advances ONE trade at a time. Each trade frame is timestamped when the
-simulator publishes it (``perf_counter_ns``); the entry order is timestamped when the simulator's
-matching engine receives it. The frame published last before the entry arrives is the one that
-closed the candle (the kline builder closes a minute on the first trade >= 3 s into the next one).
-Signals where the bot sends no entry (a position already open on that side, a risk veto) are
-counted but not sampled.
+How a sample is taken: the replay is paused. The signal candles of the file are known from a
+backtest of the same data (same engine). The replay jumps to the end of each signal candle and the
+bot drains; after a one-second pause (so the client's 5 orders/s placement budget is idle, as it is
+when a symbol's previous order was minutes ago) the replay advances ONE trade at a time. The
+simulator timestamps every frame it publishes and the arrival of the entry order at its matching
+engine (``perf_counter_ns``, one monotonic clock for every process). The frame published last
+before the entry arrived is the one that closed the candle (the kline builder closes a minute on
+the first trade >= 3 s into the next one; the bot's feed closes it on that candle's final kline or
+on the next minute's first kline snapshot, whichever it reads first). Signals where the bot sends
+no entry (a position already open on that side, a risk veto) are counted but not sampled.
 
     .venv/bin/python bench/bench_latency.py [--signals 40] [--runs 3]
 
-Merged into ``bench/results.json`` under ``"latency"``. Target: p50 <= 2 ms, p99 <= 10 ms.
+Merged into ``bench/results.json`` under ``"latency"``: p50, p99 and max over the entries of all runs
+(one file has about 30 signals, so a p99 needs several runs), and each run's p50 for the spread.
+Target: p50 <= 2 ms, p99 <= 10 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import json
+import os
 import statistics
 import sys
 import tempfile
@@ -30,16 +38,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_backtest import merge_results  # noqa: E402  (this script's folder is on sys.path)
 from bot.config import AppConfig  # noqa: E402
-from db.database import close_db, init_db  # noqa: E402
+from bot.gc_tuning import freeze_heap  # noqa: E402
+from bot.logging_setup import setup_logging, stop_logging  # noqa: E402
+from bot.worker import ENTRY_VIEW_TTL_S, wire_entry_gate  # noqa: E402
+from db.database import checkpoint, close_db, init_db  # noqa: E402
 from engine.backtest.runner import run_backtest  # noqa: E402
 from engine.execution.runtime import RuntimeOptions, TradingRuntime  # noqa: E402
 from engine.market.candle import ONE_MINUTE_MS, Candle, read_candles_csv  # noqa: E402
-from engine.simulator import MarketSpec, SimulatorServer  # noqa: E402
+from engine.risk.manager import RiskManager  # noqa: E402
 from strategies.params import StrategiesConfig  # noqa: E402
 
 MARKET = ROOT.parent / "shared" / "data" / "market"
@@ -47,6 +60,11 @@ SYMBOL = "XRP-USDT"
 API_KEY, API_SECRET = "bench-key", "bench-secret"
 WARMUP = 1000
 TARGET_P50_MS, TARGET_P99_MS = 2.0, 10.0
+BOT_CPU, EXCHANGE_CPU = 0, 1
+BUDGET_IDLE_S = 1.05  # the placement budget's window (1 s) plus a margin
+STEP_DELAY_MS = 20
+QUIET_AFTER_STEP_S = 0.1  # the step's delay plus far more than the bot takes to act on a frame
+SETTLE_S = 0.02  # longer than the bot takes to read a frame and act on it (about 2 ms)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -57,88 +75,162 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-class Probe:
-    """Timestamps of the simulator's published frames and of the entry orders it receives."""
+class Exchange:
+    """The simulator subprocess and its ``/_sim/`` and ``/_bench/`` control endpoints."""
 
-    def __init__(self, sim: SimulatorServer) -> None:
-        self.last_publish_ns = 0
-        self.entry_received_ns: list[int] = []
-        publish = sim.hub.publish
-        place = sim.engine.place
+    def __init__(self, proc: asyncio.subprocess.Process, rest_url: str, ws_url: str, control_url: str) -> None:
+        self.proc = proc
+        self.rest_url = rest_url
+        self.ws_url = ws_url
+        self.control_url = control_url
+        self.http = aiohttp.ClientSession()
 
-        def timed_publish(topic: str, payload: dict[str, Any]) -> None:
-            self.last_publish_ns = time.perf_counter_ns()
-            publish(topic, payload)
+    @classmethod
+    async def start(cls, file: str, last_index: int, start_ms: int) -> "Exchange":
+        """Start ``latency_exchange.py`` and wait for its ready line."""
+        cpu = ["--cpu", str(EXCHANGE_CPU)] if len(os.sched_getaffinity(0)) > 1 or (os.cpu_count() or 1) > 1 else []
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(Path(__file__).with_name("latency_exchange.py")), "--file", file, "--symbol", SYMBOL,
+            "--last-index", str(last_index), "--start-ms", str(start_ms), "--warmup", str(WARMUP),
+            "--key", API_KEY, "--secret", API_SECRET, *cpu, stdout=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), timeout=120)).decode()
+        if not line.startswith("LATENCY EXCHANGE READY"):
+            proc.kill()
+            raise RuntimeError(f"the exchange process did not start: {line!r}")
+        urls = dict(part.split("=", 1) for part in line.split()[3:])
+        return cls(proc, urls["rest"], urls["ws"], urls["control"])
 
-        def timed_place(params: dict[str, str], *args: Any, **kwargs: Any) -> Any:
-            cid = params.get("clientOrderID") or params.get("clientOrderId") or ""
-            if str(cid).lower().startswith("en") and not kwargs.get("test"):
-                self.entry_received_ns.append(time.perf_counter_ns())
-            return place(params, *args, **kwargs)
+    async def clock(self, **body: Any) -> None:
+        """``POST /_sim/clock`` (pause, advance ...)."""
+        async with self.http.post(f"{self.rest_url}/_sim/clock", json=body) as resp:
+            resp.raise_for_status()
 
-        # instance attributes shadow the bound methods: the hub and the REST layer look them up per call
-        sim.hub.publish = timed_publish  # type: ignore[method-assign]
-        sim.engine.place = timed_place  # type: ignore[method-assign]
+    async def probe(self) -> dict[str, Any]:
+        """Timestamps and replay position."""
+        async with self.http.get(f"{self.control_url}/_bench/probe") as resp:
+            return await resp.json()
+
+    async def step_later(self) -> None:
+        """Publish the next trade ``STEP_DELAY_MS`` from now (the answer comes back first)."""
+        async with self.http.post(f"{self.control_url}/_bench/step", json={"delay_ms": STEP_DELAY_MS}) as resp:
+            resp.raise_for_status()
+
+    async def stop(self) -> None:
+        """Close the control session and stop the process."""
+        await self.http.close()
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout=10)
+            except asyncio.TimeoutError:
+                self.proc.kill()
 
 
-async def _drain(sim: SimulatorServer, runtime: TradingRuntime) -> None:
-    market = sim.markets[SYMBOL]
+async def _drain(exchange: Exchange, runtime: TradingRuntime) -> dict[str, Any]:
+    """Wait until the bot has every replayed frame and nothing queued; the probe as it then stands.
+
+    A step publishes a trade frame and then kline frames: the last trade time alone can be reached
+    before the kline that closes the candle is read, so idleness must hold twice, SETTLE_S apart.
+    """
     sym = runtime.symbols[SYMBOL]
-    deadline = time.monotonic() + 30
-    while sym.last_trade_ms < market.last_trade_ms:
+    deadline = time.monotonic() + 60
+    quiet = 0
+    while quiet < 2:
+        probe = await exchange.probe()
+        if not probe["stepping"] and sym.last_trade_ms >= probe["last_trade_ms"]:
+            await runtime.wait_idle(timeout_s=30)
+            quiet += 1
+        else:
+            quiet = 0
         if time.monotonic() > deadline:
             raise RuntimeError("bot did not receive the replayed trades")
-        await asyncio.sleep(0.001)
-    await runtime.wait_idle(timeout_s=30)
+        await asyncio.sleep(SETTLE_S)
+    return await exchange.probe()
 
 
-async def one_run(candles: list[Candle], signal_times: list[int], start_ms: int, tmp: Path) -> dict[str, Any]:
+async def _risk_view_job(risk: RiskManager) -> None:
+    """The worker's ``risk_view`` job (every second)."""
+    while True:
+        await risk.refresh_entry_view()
+        await asyncio.sleep(1.0)
+
+
+async def one_run(file: str, last_index: int, signal_times: list[int], start_ms: int, tmp: Path) -> dict[str, Any]:
     """One replay over the signal candles; latencies in ms of every entry that was sent."""
-    sim = SimulatorServer([MarketSpec(SYMBOL, candles)], api_key=API_KEY, api_secret=API_SECRET, paused=True, start_ms=start_ms,
-                          warmup_minutes=WARMUP, rate_limit_scale=0)
-    await sim.start()
-    probe = Probe(sim)
+    exchange = await Exchange.start(file, last_index, start_ms)
     db = tmp / f"latency-{time.monotonic_ns()}.db"
-    await init_db(f"sqlite://{db}")
     config = AppConfig.model_validate({
         "mode": "live", "symbols": [SYMBOL],
-        "exchange": {"rest_url": sim.rest_url, "ws_url": sim.ws_url, "api_key": API_KEY, "api_secret": API_SECRET, "request_timeout_s": 5.0},
+        "exchange": {"rest_url": exchange.rest_url, "ws_url": exchange.ws_url, "api_key": API_KEY, "api_secret": API_SECRET,
+                     "request_timeout_s": 5.0},
         "database": {"url": f"sqlite://{db}"},
     })
+    log_file = tmp / f"bot-{time.monotonic_ns()}.log"
+    setup_logging(level=os.environ.get("BENCH_LOG_LEVEL", "INFO"), file=log_file, console=False, secret_values=config.secret_values())
+    await init_db(f"sqlite://{db}")
     options = RuntimeOptions(clock_interval_s=3600.0, warmup_candles=WARMUP, fast_poll_s=1.0, slow_poll_s=5.0, fill_grace_s=1.0,
                              exit_grace_s=1.0, settle_timeout_s=10.0)
-    runtime = TradingRuntime(config, clock_ms=sim.server_time_ms, options=options)
+    runtime = TradingRuntime(config, options=options)
+    risk = RiskManager(config, entry_view_ttl_s=ENTRY_VIEW_TTL_S)  # as the worker builds it
+    wire_entry_gate(runtime, risk)
+    jobs = asyncio.create_task(_risk_view_job(risk))
+    checkpointed = time.monotonic()
     samples: list[float] = []
+    to_engine: list[float] = []  # the same entries, to the simulator's matching engine (after its checks)
     skipped = 0
     try:
         await runtime.start()
+        freeze_heap()  # as the worker does after start-up
         for signal_ms in signal_times:
-            if signal_ms + ONE_MINUTE_MS <= sim.server_time_ms():
+            probe = await exchange.probe()
+            if signal_ms + ONE_MINUTE_MS <= probe["server_time_ms"]:
                 skipped += 1
                 continue
-            await sim.advance(to_ms=signal_ms + ONE_MINUTE_MS - 1)  # the whole signal candle, final kline included
-            await _drain(sim, runtime)
-            before = len(probe.entry_received_ns)
+            await exchange.clock(action="advance", to_ms=signal_ms + ONE_MINUTE_MS - 1)  # the whole signal candle
+            before = len((await _drain(exchange, runtime))["entries_ns"])
+            if time.monotonic() - checkpointed >= 60:  # the worker's db_checkpoint job: a minute apart, between closes
+                await checkpoint()
+                checkpointed = time.monotonic()
+            await asyncio.sleep(BUDGET_IDLE_S)
             for _ in range(30):  # trades of the next minute, one frame at a time
-                if await sim.advance(steps=1) == 0:
+                await exchange.step_later()
+                await asyncio.sleep(QUIET_AFTER_STEP_S)  # no control request while the bot reacts to the frame
+                probe = await _drain(exchange, runtime)
+                if len(probe["entries_ns"]) > before:
+                    received = probe["received_ns"][before]
+                    # the frame that closed the candle: the last one published before the entry arrived
+                    closing = max((p for p in probe["publishes_ns"] if p <= received), default=None)
+                    if closing is None:
+                        raise RuntimeError(f"no frame published before the entry of signal {signal_ms}")
+                    samples.append((received - closing) / 1e6)
+                    to_engine.append((probe["entries_ns"][before] - closing) / 1e6)
                     break
-                sent_ns = probe.last_publish_ns
-                await _drain(sim, runtime)
-                if len(probe.entry_received_ns) > before:
-                    samples.append((probe.entry_received_ns[before] - sent_ns) / 1e6)
-                    break
-                if sim.server_time_ms() >= signal_ms + 2 * ONE_MINUTE_MS:
+                if probe["server_time_ms"] >= signal_ms + 2 * ONE_MINUTE_MS:
+                    skipped += 1
                     break
             else:
                 skipped += 1
-                continue
-            if len(probe.entry_received_ns) == before:
-                skipped += 1
     finally:
+        jobs.cancel()
         await runtime.stop()
-        await sim.stop()
+        await exchange.stop()
         await close_db()
-    return {"samples_ms": samples, "signals": len(signal_times), "no_entry": skipped}
+        stop_logging()
+    return {"samples_ms": samples, "to_engine_ms": to_engine, "signals": len(signal_times), "no_entry": skipped,
+            "not_opened": not_opened_reasons(log_file)}  # read after stop_logging() wrote it out
+
+
+def not_opened_reasons(log_file: Path) -> dict[str, int]:
+    """Why the bot did not open an entry, from its own log (risk rule, position already held, ...)."""
+    reasons: dict[str, int] = {}
+    for line in log_file.read_text(encoding="utf-8").splitlines() if log_file.exists() else []:
+        message = json.loads(line).get("message", "")
+        if " not opened: " in message:
+            reason = message.split(" not opened: ", 1)[1]
+            key = ":".join(reason.split(":")[:2]) if reason.startswith("risk:") else reason.split(" by ")[0][:60]
+            reasons[key] = reasons.get(key, 0) + 1
+    return reasons
 
 
 def signal_candles(candles: list[Candle], first_index: int, count: int) -> list[int]:
@@ -156,47 +248,53 @@ def main() -> int:
     parser.add_argument("--file", default="XRP_USDT-1m.csv.gz")
     parser.add_argument("--db-dir", type=Path, default=None, help="where the SQLite file lives (default: a temp dir on disk)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)
+    os.sched_setaffinity(0, {BOT_CPU})  # the bot on one core (the exchange process pins itself to another)
     candles = read_candles_csv(MARKET / args.file)
     times = signal_candles(candles, WARMUP, args.signals)
     index = {c.open_time_ms: i for i, c in enumerate(candles)}
     last = index[times[-1]] + 3
-    data = candles[: last + 1]
     start_ms = candles[WARMUP].open_time_ms
     print(f"{args.file}: {len(times)} signal candles over {last - WARMUP} replayed minutes; {args.runs} run(s)")
     per_run = []
     all_samples: list[float] = []
+    all_to_engine: list[float] = []
     with tempfile.TemporaryDirectory(dir=args.db_dir) as tmp:
         for run in range(args.runs):
-            out = asyncio.run(one_run(data, times, start_ms, Path(tmp)))
+            out = asyncio.run(one_run(args.file, last, times, start_ms, Path(tmp)))
             s = sorted(out["samples_ms"])
             all_samples += s
-            fig = {"samples_ms": [round(x, 3) for x in out["samples_ms"]], "entries": len(s), "no_entry": out["no_entry"], "p50_ms": percentile(s, 0.50), "p99_ms": percentile(s, 0.99),
-                   "max_ms": s[-1] if s else float("nan")}
+            all_to_engine += out["to_engine_ms"]
+            fig = {"samples_ms": [round(x, 3) for x in out["samples_ms"]], "entries": len(s), "no_entry": out["no_entry"],
+                   "not_opened": out["not_opened"],
+                   "p50_ms": round(percentile(s, 0.50), 3), "max_ms": round(s[-1], 3) if s else None}
             per_run.append(fig)
-            print(f"run {run + 1}: {fig['entries']} entries ({fig['no_entry']} signals without an entry): "
-                  f"p50 {fig['p50_ms']:.3f} ms  p99 {fig['p99_ms']:.3f} ms  max {fig['max_ms']:.3f} ms")
+            print(f"run {run + 1}: {fig['entries']} entries ({fig['no_entry']} signals without an entry: {fig['not_opened']}): "
+                  f"p50 {fig['p50_ms']:.3f} ms  max {fig['max_ms']:.3f} ms")
     all_samples.sort()
-
-    def agg(key: str) -> dict[str, float]:
-        values = [r[key] for r in per_run]
-        return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
-
+    all_to_engine.sort()
+    run_p50 = [r["p50_ms"] for r in per_run]
+    # p99 needs many samples: it is taken over every entry of every run (one file has about 30 signals)
     figures = {
-        "file": args.file, "db_dir": str(args.db_dir or tempfile.gettempdir()), "runs": args.runs, "signals_per_run": len(times), "samples": len(all_samples),
-        "p50_ms": agg("p50_ms"), "p99_ms": agg("p99_ms"), "max_ms": agg("max_ms"),
+        "file": args.file, "db_dir": str(args.db_dir or tempfile.gettempdir()), "runs": args.runs, "signals_per_run": len(times),
+        "samples": len(all_samples),
+        "p50_ms": round(percentile(all_samples, 0.50), 3), "p99_ms": round(percentile(all_samples, 0.99), 3),
+        "max_ms": round(all_samples[-1], 3) if all_samples else None,
+        "p50_per_run_ms": {"median": round(statistics.median(run_p50), 3), "min": min(run_p50), "max": max(run_p50)},
+        "to_matching_engine": {"p50_ms": round(percentile(all_to_engine, 0.50), 3), "p99_ms": round(percentile(all_to_engine, 0.99), 3)},
         "samples_ms_per_run": [r["samples_ms"] for r in per_run],
-        "pooled": {"p50_ms": round(percentile(all_samples, 0.5), 3), "p99_ms": round(percentile(all_samples, 0.99), 3),
-                   "max_ms": round(all_samples[-1], 3) if all_samples else None},
+        "not_opened_per_run": [r["not_opened"] for r in per_run],
         "target": {"p50_ms": TARGET_P50_MS, "p99_ms": TARGET_P99_MS},
-        "path": "simulator publish of the closing trade frame -> gzip WS -> MarketStream -> MarketFeed -> SymbolEngine -> "
-                "ExecutionBroker (order row written to SQLite) -> signed REST POST -> simulator matching engine",
+        "path": "simulator publish of the frame that closes the signal candle -> gzip WS -> MarketStream -> MarketFeed -> "
+                "SymbolEngine -> ExecutionBroker -> worker risk gate -> signal, trade and order intent committed to SQLite -> "
+                "signed REST POST -> the simulator's REST handler (separate process); to_matching_engine adds the "
+                "simulator's own checks (signature, rate limits, parsing)",
+        "bot_cpu": BOT_CPU, "budget_idle_s": BUDGET_IDLE_S,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     merge_results("latency", figures)
-    ok = figures["p50_ms"]["median"] <= TARGET_P50_MS and figures["p99_ms"]["median"] <= TARGET_P99_MS
-    print(f"tick-to-order: p50 {figures['p50_ms']['median']} ms, p99 {figures['p99_ms']['median']} ms, max {figures['max_ms']['median']} ms "
-          f"(median of {args.runs} runs) {'OK' if ok else 'BELOW TARGET'}")
+    ok = figures["p50_ms"] <= TARGET_P50_MS and figures["p99_ms"] <= TARGET_P99_MS
+    print(f"tick-to-order over {len(all_samples)} entries: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, "
+          f"max {figures['max_ms']} ms (run p50s {min(run_p50)}-{max(run_p50)} ms) {'OK' if ok else 'BELOW TARGET'}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Resident memory of the bot after warm-up and after an accelerated market day (no restarts).
 
-Runs ``bench.soak.run_soak`` with faults on and no kill -9 (one bot process for the whole day) and
-reports the bot process's RSS 1 s after it is ready (warm-up done) and after the day, median of
+Runs ``bench.soak.run_soak`` with faults on and no kill -9 (one ``trading-bot run`` worker process for
+the whole day: runtime, scheduler, alert outbox, Telegram against the soak's fake server) and
+reports the worker's RSS 1 s after it is ready (warm-up done) and after the day, median of
 ``--runs``. Target: growth <= 10 MB. Merged into ``bench/results.json`` under ``"memory"``.
 
     .venv/bin/python bench/bench_memory.py [--runs 3] [--seconds 60]

@@ -3,6 +3,7 @@
 | job | when | what |
 |---|---|---|
 | ``reconcile`` | every ``reconciliation.interval_min`` (live) | exchange vs database (``engine.risk.reconcile``) |
+| ``risk_view`` | every second | trading state and locks re-read for the entry gate (a change from another process) |
 | ``equity`` | every minute | equity to the risk manager (daily loss, drawdown kill switch) and an ``EquitySnapshot`` |
 | ``clock_resync`` | every 10 min | server time offset (signed requests) |
 | ``contracts`` | every hour | contract rules re-read; a symbol that stops trading halts entries |
@@ -10,6 +11,8 @@
 | ``hourly_status`` | every hour at :00 | the console dashboard, logged and sent as the ``hourly_status`` alert |
 | ``daily`` | 00:00 UTC | the day's ``DailyMetric`` row and the ``daily_summary`` alert |
 | ``outbox`` | every 30 s | alert outbox flush (when a publisher is wired) |
+| ``gc`` | every 10 min at :30 s | full garbage collection, then the heap frozen (``bot.gc_tuning``), away from candle closes |
+| ``db_checkpoint`` | every minute at :30 s | SQLite's WAL copied into the database file (``db.database.checkpoint``), never inside an order's commit |
 | ``housekeeping`` | 03:30 UTC | old rotated logs, old equity samples and delivered alerts deleted |
 """
 
@@ -23,7 +26,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.gc_tuning import freeze_heap
 from bot.scheduler import JobSpec
+from db.database import checkpoint
 from db.models import AlertOutbox, AlertStatus, DailyMetric, EquitySnapshot, Trade, TradeState
 
 if TYPE_CHECKING:
@@ -46,6 +51,7 @@ class WorkerJobs:
         """Every job of this mode."""
         config = self.worker.config
         specs = [
+            JobSpec("risk_view", self.risk_view, interval_s=1),
             JobSpec("equity", self.equity, interval_s=60),
             JobSpec("clock_resync", self.clock_resync, interval_s=600),
             JobSpec("contracts", self.contracts, interval_s=3600),
@@ -53,6 +59,8 @@ class WorkerJobs:
             JobSpec("daily", self.daily, cron={"hour": 0, "minute": 0}, misfire_grace_s=3600),
             JobSpec("outbox", self.outbox, interval_s=30),
             JobSpec("housekeeping", self.housekeeping, cron={"hour": 3, "minute": 30}, misfire_grace_s=3600),
+            JobSpec("gc", self.gc, cron={"minute": "*/10", "second": 30}),
+            JobSpec("db_checkpoint", self.db_checkpoint, cron={"second": 30}),
         ]
         if config.mode.value == "live":
             specs.append(JobSpec("reconcile", self.reconcile, interval_s=config.reconciliation.interval_min * 60))
@@ -60,6 +68,21 @@ class WorkerJobs:
         return specs
 
     # -- jobs -------------------------------------------------------------------------------------
+
+    async def risk_view(self) -> None:
+        """Re-read the trading state and the locks the entry gate uses, so no entry waits for the database."""
+        if self.worker.risk is not None:
+            await self.worker.risk.refresh_entry_view()
+
+    async def gc(self) -> None:
+        """Collect and freeze the heap between candle closes, so collections never pause an entry."""
+        pause_ms = freeze_heap()
+        if pause_ms > 250:
+            log.info("garbage collection paused the bot %.0f ms", pause_ms)
+
+    async def db_checkpoint(self) -> None:
+        """SQLite's WAL into the database file, between candle closes (commits never do it themselves)."""
+        await checkpoint()
 
     async def reconcile(self) -> None:
         """Periodic reconciliation."""

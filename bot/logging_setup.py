@@ -4,13 +4,22 @@ Redaction is applied to the *formatted* text of every record (message, arguments
 exception traceback, extra fields), at the handler, so no code path, ours or a
 library's, can write a registered secret, a Telegram bot token, a Discord webhook URL
 or a request signature to any log destination.
+
+The handlers run on a thread of their own (a ``QueueHandler`` on the root logger, a
+``QueueListener`` behind it): formatting, redaction and the writes to the terminal and the
+file never block the event loop, whose callers only pay for ``msg % args`` and a queue put
+(issue 10: log lines sit on the order path). :func:`stop_logging` flushes what is queued; it
+runs at exit. A SIGKILL can lose the lines of the last few milliseconds.
 """
 
 from __future__ import annotations
 
+import atexit
+import copy
 import json
 import logging
 import logging.handlers
+import queue
 import re
 import sys
 import threading
@@ -96,6 +105,8 @@ class JsonFormatter(logging.Formatter):
                 payload[key] = value if isinstance(value, (int, float, bool)) else str(value)
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # formatted already when the record crossed the queue
+            payload["exception"] = record.exc_text
         if record.stack_info:
             payload["stack"] = self.formatStack(record.stack_info)
         return json.dumps(payload, ensure_ascii=False, default=str)
@@ -116,6 +127,46 @@ class ConsoleFormatter(logging.Formatter):
         return text
 
 
+class _ToListener(logging.handlers.QueueHandler):
+    """Hands records to the listener thread with their message and traceback already rendered.
+
+    Rendering here, not later, keeps what the record said when it was logged (its arguments may
+    change afterwards); the stdlib ``prepare`` would also fold the traceback into the message,
+    which would hide it from the JSON ``exception`` field.
+    """
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:  # noqa: D102 - logging API
+        record = copy.copy(record)
+        record.msg = record.getMessage()
+        record.args = None
+        if record.exc_info:
+            record.exc_text = _PLAIN.formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+
+_PLAIN = logging.Formatter()
+_listener: logging.handlers.QueueListener | None = None
+
+
+def stop_logging() -> None:
+    """Write out every queued record and stop the listener thread (idempotent; runs at exit)."""
+    global _listener
+    listener, _listener = _listener, None
+    if listener is None:
+        return
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _ToListener):
+            root.removeHandler(handler)
+    listener.stop()  # drains the queue, then joins the thread
+    for handler in listener.handlers:
+        handler.close()
+
+
+atexit.register(stop_logging)
+
+
 def setup_logging(
     *,
     level: str = "INFO",
@@ -126,18 +177,21 @@ def setup_logging(
     secret_values: Iterable[str] = (),
     console: bool = True,
 ) -> None:
-    """Configure the root logger: console plus optional rotating file, both redacting."""
+    """Configure the root logger: console plus optional rotating file, both redacting, written by a thread."""
+    global _listener
     secrets.register(secret_values)
+    stop_logging()
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
     root.setLevel(level)
 
+    handlers: list[logging.Handler] = []
     if console:
         console_handler = logging.StreamHandler(sys.stderr)
         console_handler.setFormatter(RedactingFormatter(ConsoleFormatter()))
-        root.addHandler(console_handler)
+        handlers.append(console_handler)
 
     if file:
         path = Path(file)
@@ -147,8 +201,16 @@ def setup_logging(
         )
         inner = JsonFormatter() if json_lines else ConsoleFormatter()
         file_handler.setFormatter(RedactingFormatter(inner))
-        root.addHandler(file_handler)
+        handlers.append(file_handler)
+
+    if handlers:
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        _listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
+        _listener.start()
+        root.addHandler(_ToListener(records))
 
     # Chatty libraries: their request logs carry URLs (with bot tokens) at INFO.
-    for noisy in ("httpx", "httpcore", "telegram.ext", "discord", "websockets", "aiohttp.access", "tortoise"):
+    # apscheduler's executor logs two lines per job run at INFO (the ``risk_view`` job runs every second).
+    for noisy in ("httpx", "httpcore", "telegram.ext", "discord", "websockets", "aiohttp.access", "tortoise",
+                  "apscheduler.executors"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

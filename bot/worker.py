@@ -33,6 +33,7 @@ from typing import Any
 from bot.alert_hub import AlertHub, net_pnl
 from bot.config import AppConfig, TradingMode
 from bot.dashboard import DashboardInputs, render_dashboard
+from bot.gc_tuning import freeze_heap
 from bot.health import HealthServer, HealthState
 from bot.jobs import WorkerJobs
 from bot.scheduler import JobScheduler
@@ -62,6 +63,10 @@ def _is_loopback(url: str | None) -> bool:
 ReferencePriceFn = Callable[[str], "float | Decimal | None"]  # symbol -> last trusted market price
 AvailableMarginFn = Callable[[], Awaitable[Decimal]]  # the account's available margin now (raises when unreadable)
 MinimumsFn = Callable[[str], "tuple[Decimal, Decimal]"]  # symbol -> (min_qty, min_notional) of the contract
+ExposuresFn = Callable[[], "list[Any]"]  # the open trades as risk exposures (default: read from the database)
+# How late the entry gate may see a trading-state or lock change written by another process (``emergency-stop``);
+# the ``risk_view`` job re-reads them every second, and changes made in this process apply at once.
+ENTRY_VIEW_TTL_S = 2.5
 
 
 def _dec(value: Any) -> Decimal:
@@ -69,7 +74,7 @@ def _dec(value: Any) -> Decimal:
 
 
 def entry_gate(risk: Any, *, reference_price: ReferencePriceFn | None = None, available_margin: AvailableMarginFn | None = None,
-               minimums: MinimumsFn | None = None) -> Any:
+               minimums: MinimumsFn | None = None, exposures: ExposuresFn | None = None) -> Any:
     """The broker's ``pre_trade_gate`` over ``risk`` (an ``engine.risk.manager.RiskManager``).
 
     A first check is the full risk gate (``RiskManager.check_order``: an allowed entry counts toward
@@ -105,7 +110,7 @@ def entry_gate(risk: Any, *, reference_price: ReferencePriceFn | None = None, av
             return ExecutionDecision(False, f"account: available margin unreadable ({type(exc).__name__})")
         if getattr(request, "recheck", False):
             return await _recheck_entry(risk, proposal, account)
-        decision = await risk.check_order(proposal, account)
+        decision = await risk.check_order(proposal, account, exposures() if exposures is not None else None)
         return ExecutionDecision(decision.allowed, "" if decision.allowed else f"{decision.rule}: {decision.reason}")
 
     return gate
@@ -127,6 +132,24 @@ async def _recheck_entry(risk: Any, proposal: Any, account: Any) -> Any:
     return ExecutionDecision(decision.allowed, "" if decision.allowed else f"{decision.rule}: {decision.reason}")
 
 
+def wire_entry_gate(runtime: Any, risk: Any) -> None:
+    """Put ``risk``'s entry gate in front of ``runtime``'s broker, with the runtime's prices, margin and contracts."""
+    runtime.pre_trade_gate = entry_gate(risk, reference_price=lambda s: _last_price(runtime, s),
+                                        available_margin=lambda: _available_margin(runtime),
+                                        minimums=lambda s: _contract_minimums(runtime, s),
+                                        exposures=lambda: _broker_exposures(runtime))
+
+
+def _broker_exposures(runtime: Any) -> list[Any]:
+    """The broker's open and pending trades as exposures: the rows it writes, held in memory (no read on the order path)."""
+    from engine.risk.exposure import OPEN_TRADE_STATES, trade_exposure
+
+    broker = runtime.broker
+    if broker is None:
+        return []
+    return [trade_exposure(trade) for trade in broker.trade_rows() if trade.state in OPEN_TRADE_STATES]
+
+
 def _last_price(runtime: Any, symbol: str) -> float | None:
     """The last traded price the broker saw for ``symbol`` (market stream trades, else the last closed candle)."""
     broker = runtime.broker
@@ -142,17 +165,9 @@ def _contract_minimums(runtime: Any, symbol: str) -> tuple[Decimal, Decimal]:
 
 
 async def _available_margin(runtime: Any) -> Decimal:
-    """Available margin now. Live: the exchange's balance; paper: the paper wallet less the margin of open trades."""
-    if runtime.live is not None:
-        balances = await runtime.rest.balance()
-        quote = runtime.live.quote_asset
-        for balance in balances:
-            if quote is not None and balance.asset == quote:
-                return balance.available_margin
-        for balance in balances:  # no quote asset configured (production): the margin asset with money in it
-            if balance.asset in ("USDT", "USDC") and (balance.balance != 0 or len(balances) == 1):
-                return balance.available_margin
-        raise LookupError("no margin asset in the balance")
+    """Available margin now. Live: the exchange's, kept fresh by the runtime; paper: the paper wallet less the margin of open trades."""
+    if runtime.margin is not None:
+        return await runtime.margin.get()
     broker = runtime.broker
     if broker is None:
         raise LookupError("trading is not running")
@@ -165,6 +180,12 @@ def _placements_in_flight(runtime: Any) -> frozenset[str]:
     """Client order ids the broker is placing right now (none before the broker exists)."""
     broker = getattr(runtime, "broker", None)
     return broker.placements_in_flight() if broker is not None else frozenset()
+
+
+def _orders_settling(runtime: Any) -> frozenset[int] | None:
+    """DB ids of answered orders whose executions the broker still books; None before the broker exists."""
+    broker = getattr(runtime, "broker", None)
+    return broker.orders_settling() if broker is not None else None
 
 
 class WorkerStartError(Exception):
@@ -302,13 +323,12 @@ class Worker:
         config = self.config
         live = config.mode is TradingMode.LIVE
         if self.risk is None:
-            self.risk = RiskManager(config, alert=self.alerts.risk, close_all=self.close_all)
+            self.risk = RiskManager(config, alert=self.alerts.risk, close_all=self.close_all,
+                                    entry_view_ttl_s=ENTRY_VIEW_TTL_S)
             self.alerts.on_trade_closed = self._trade_closed
         options = self.runtime_options or RuntimeOptions(warmup_candles=DEFAULT_WARMUP_CANDLES)
         runtime = TradingRuntime(config, on_alert=self.alerts.execution, options=options)
-        runtime.pre_trade_gate = entry_gate(self.risk, reference_price=lambda s: _last_price(runtime, s),
-                                            available_margin=lambda: _available_margin(runtime),
-                                            minimums=lambda s: _contract_minimums(runtime, s))
+        wire_entry_gate(runtime, self.risk)
         runtime.on_stream_event = self._on_stream_event
         if self.chatops is not None:
             runtime.entry_approval = self.chatops.entry_approval  # approval mode (a no-op while it is off)
@@ -317,7 +337,8 @@ class Worker:
                 # before anything trades: the exchange is the truth, the database is brought in line
                 self.reconciler = Reconciler(runtime.rest, config, self.risk, alert=self.alerts.risk, mode=self.mode,
                                              on_trade_closed=self._reconciled_close,
-                                             placements_in_flight=lambda: _placements_in_flight(runtime))
+                                             placements_in_flight=lambda: _placements_in_flight(runtime),
+                                             orders_settling=lambda: _orders_settling(runtime))
                 start_report = await self.reconciler.run("start")
                 self._note_api(start_report.error)
                 log.info("%s", start_report.summary(), extra={"mode": self.mode})
@@ -325,6 +346,7 @@ class Worker:
                     raise ConnectionError(f"start reconciliation could not read the exchange: {start_report.error}")
             self.runtime = runtime
             await runtime.start()
+            freeze_heap()  # the start-up heap out of the collector's sight (bot.gc_tuning)
         except BaseException:
             self.runtime = None
             with contextlib.suppress(Exception):
@@ -385,6 +407,9 @@ class Worker:
             if self.reconciler is not None and (self._reconcile_task is None or self._reconcile_task.done()):
                 # events may have been missed while it was down: compare with the exchange now (not inline)
                 self._reconcile_task = asyncio.create_task(self.reconcile("stream reconnect"), name="reconcile-reconnect")
+            broker = self.runtime.broker if self.runtime is not None else None
+            if broker is not None and self.reconciler is not None:
+                broker.catch_up_funding()  # a funding payment settled while the account stream was down
 
     async def _note_account_update(self, event: Any) -> None:
         """Deposits and withdrawals the account stream reports: the balance check must not call them unexplained."""
@@ -508,7 +533,8 @@ class Worker:
 
         While trading runs, the broker books it (once, on its own queue, fees and all; its "exit" alert
         reports it to the risk manager). Otherwise (start-up reconciliation, before the broker exists)
-        it is closed from its exit orders here and reported to the risk manager once.
+        it is closed from its exit orders here, reported to the risk manager once, and gets the same
+        "closed by" alert a normal close sends (the reconciliation summary alert is de-duplicated).
         """
         broker = self.runtime.broker if self.runtime is not None else None
         if broker is not None and await broker.book_reconciled_close(trade, exits):
@@ -533,6 +559,11 @@ class Worker:
         trade.fees = Decimal(trade.fees or 0) + fees
         await trade.save()
         await self._report_once(trade)
+        from engine.risk.reconcile import closed_text
+
+        text = f"[{self.mode.upper()}] {closed_text(trade, exits)}"
+        log.info("%s", text, extra={"mode": self.mode, "event": "exit"})
+        await self.alerts.publish("exit", text, {"trade_id": trade.id})
 
     async def _report_once(self, trade: Trade) -> None:
         """Tell the risk manager about a closed trade once (the alert hub's closed-trade sweep skips it after)."""
@@ -594,6 +625,8 @@ class Worker:
         if runtime.broker is not None:
             await runtime.broker.settle(timeout_s=2.0)
         await runtime.stop()
+        if self.risk is not None:
+            await self.risk.flush()
         self.runtime_stopped = True
 
     async def _teardown(self) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import pytest
 
+from bot.logging_setup import stop_logging
 from db.database import close_db, init_db
 
 # The simulator/client fixtures (sim, client) shared by the risk and reconciliation tests.
@@ -29,6 +30,13 @@ async def _reset_postgres(url: str) -> None:
         await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
     finally:
         await conn.close()
+
+
+@pytest.fixture(autouse=True)
+def _logging_written_before_the_next_test() -> Iterator[None]:
+    """A test that ran ``setup_logging`` leaves a writer thread bound to its captured stderr: stop it with the test."""
+    yield
+    stop_logging()
 
 
 @pytest.fixture(params=_DB_BACKENDS)

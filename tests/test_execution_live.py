@@ -146,3 +146,20 @@ async def test_polling_books_orders_while_the_account_stream_is_down(db_url: str
     kinds = [e.kind for e in await TradeExit.all().order_by("id")]
     assert kinds == ["partial_2R", "trailing_stop"]
     assert_stop_always_on_exchange(state)
+
+
+async def test_leverage_is_set_at_start_so_the_first_entry_sends_only_its_order(db_url: str) -> None:
+    data, start_ms = window(2620, 2660)
+    sim = simulator(data, start_ms)
+    await sim.start()
+    config = app_config("live", sim, db_url)
+    runtime = TradingRuntime(config, clock_ms=sim.server_time_ms, options=options())
+    try:
+        await runtime.start()
+        settings = sim.state()["settings"]
+        expected = max(1, round(config.strategies.leverage))
+        assert all(settings[s]["long_leverage"] == settings[s]["short_leverage"] == expected for s in config.symbols), settings
+        assert not sim.state()["orders"]  # nothing traded yet: this happened at start, not at an entry
+    finally:
+        await runtime.stop()
+        await sim.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import load_config
-from bot.logging_setup import secrets, setup_logging
+from bot.logging_setup import secrets, setup_logging, stop_logging
 
 API_KEY = "ak0123456789abcdefKEY"
 API_SECRET = "zzSECRETzz9f8e7d6c5b4a3928"
@@ -52,6 +52,7 @@ def test_no_secret_in_console_or_file_after_logging_config_and_exception(
     except RuntimeError:
         log.exception("request failed")
 
+    stop_logging()  # the handlers write on the listener thread: flush it before reading
     console = capsys.readouterr().err
     file_text = log_file.read_text()
     for output in (console, file_text):
@@ -73,6 +74,7 @@ def test_file_rotates_by_size(tmp_path: Path) -> None:
     setup_logging(level="INFO", file=log_file, max_mb=0.01, backups=2, console=False)
     for i in range(400):
         logging.getLogger("spam").info("line %d %s", i, "x" * 100)
+    stop_logging()
     rotated = sorted(p.name for p in tmp_path.iterdir())
     assert rotated == ["bot.jsonl", "bot.jsonl.1", "bot.jsonl.2"]
     assert log_file.stat().st_size <= 0.01 * 1024 * 1024 + 400

@@ -11,6 +11,7 @@ from db.database import close_db, init_db
 from db.models import AuditLog
 from engine.risk.gate import AccountSnapshot, Exposure, OrderProposal, evaluate
 from engine.risk.manager import RiskManager
+from engine.risk.protections import ProtectionKind
 from engine.risk.state import TradingState
 
 CONFIG = load_config(None, env={}, overrides={"risk": {
@@ -136,6 +137,7 @@ async def test_order_rate_and_state_survive_a_restart(db_url: str) -> None:
     for _ in range(3):
         assert (await risk.check_order(long(), ACCOUNT, exposures=[])).allowed
     await risk.halt("test halt", "tester")
+    await risk.flush()  # the order-rate count is written behind the order
     await close_db()
     await init_db(db_url)
     risk2 = RiskManager(CONFIG, clock=lambda: now[0])
@@ -146,3 +148,38 @@ async def test_order_rate_and_state_survive_a_restart(db_url: str) -> None:
     assert not d.allowed and d.rule == "order_rate"  # the three orders of this minute still count
     now[0] += timedelta(seconds=60)
     assert (await risk2.check_order(long(), ACCOUNT, exposures=[])).allowed
+
+
+async def test_entry_view_sees_changes_made_here_at_once_and_other_processes_within_its_ttl(db_url: str) -> None:
+    """The worker's gate reads state and locks ahead of entries (no database read on the order path)."""
+    now = [datetime(2024, 1, 1, 12, 0, tzinfo=UTC)]
+    risk = RiskManager(CONFIG, clock=lambda: now[0], entry_view_ttl_s=3600)  # only a refresh or a change here re-reads
+    other_process = RiskManager(CONFIG, clock=lambda: now[0])  # e.g. `trading-bot emergency-stop` on the same database
+    assert (await risk.check_order(long(), ACCOUNT, exposures=[])).allowed
+    # a change made through this manager applies to the very next entry
+    await risk.pause("telegram:1", "lunch")
+    d = await risk.check_order(long(), ACCOUNT, exposures=[])
+    assert not d.allowed and d.rule == "state"
+    await risk.resume("telegram:1")
+    lock = await risk.protections.lock(ProtectionKind.COOLDOWN, "loss", now[0] + timedelta(minutes=5),
+                                       symbol="BTC-USDT", strategy="multi_timeframe_long")
+    d = await risk.check_order(long(), ACCOUNT, exposures=[])
+    assert not d.allowed and d.rule == "protection:cooldown"
+    now[0] += timedelta(minutes=5)  # the lock's time is up: it no longer blocks, without a read
+    assert (await risk.check_order(long(), ACCOUNT, exposures=[])).allowed
+    assert lock.until is not None
+    # another process halts: seen once the view is re-read (the worker's risk_view job, every second)
+    await other_process.halt("emergency stop from the command line", "cli")
+    assert (await risk.check_order(long(), ACCOUNT, exposures=[])).allowed
+    await risk.refresh_entry_view()
+    d = await risk.check_order(long(), ACCOUNT, exposures=[])
+    assert not d.allowed and d.rule == "state" and "HALTED" in d.reason
+
+
+async def test_without_a_ttl_every_entry_reads_the_database(db_url: str) -> None:
+    risk = RiskManager(CONFIG)
+    other_process = RiskManager(CONFIG)
+    assert (await risk.check_order(long(), ACCOUNT, exposures=[])).allowed
+    await other_process.pause("cli", "maintenance")
+    d = await risk.check_order(long(), ACCOUNT, exposures=[])
+    assert not d.allowed and d.rule == "state"

@@ -7,9 +7,11 @@ orders on a :class:`~engine.execution.venue.Venue` and reports the fills back th
 
 * every engine call (``submit_entry``, ``submit_exit``, ``move_stop``) and every venue update is
   queued and processed by ONE worker task, in order, so orders and fills of a trade never race;
-* entry: pre-trade gate (the risk manager's hook) -> hedge mode and leverage once per symbol ->
-  trade row PENDING -> order row CREATED -> SENT -> MARKET entry with the stop-loss and
-  take-profit attached (so the exchange protects the position from its first fill);
+* entry: pre-trade gate (the risk manager's hook; a gate error is a refusal) -> signal, trade row
+  PENDING and order row SENT committed together in one transaction (``db.fast_insert``) ->
+  MARKET entry with the stop-loss and take-profit attached (so the exchange protects the position
+  from its first fill). Hedge mode and leverage are set for every symbol at start
+  (:meth:`ExecutionBroker.prepare_symbols`; again at the first entry if that failed);
 * entry filled: the engine replans stop/target from the fill price; the attached orders are
   replaced when the replanned levels differ (new order first, then cancel the old one: never an
   unprotected moment);
@@ -40,10 +42,9 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
-from tortoise.transactions import in_transaction
-
+from db.fast_insert import Ref, Row, insert_rows, warm_up
 from db.models import Fill as FillRow
-from db.models import Order, OrderIntent, OrderStatus, Signal, SignalFate, Trade, TradeExit, TradeState
+from db.models import Order, OrderEvent, OrderIntent, OrderStatus, Signal, SignalFate, Trade, TradeExit, TradeState
 from engine.exchange.bingx import new_client_order_id
 from engine.exchange.bingx.errors import NO_POSITION_CODES
 from engine.execution.order_store import FINAL_STATUSES, OrderStore, RecordedFill
@@ -237,6 +238,7 @@ class ExecutionBroker:
         self._awaiting: set[int] = set()  # market orders whose executions are still to be booked
         self._prepared: set[str] = set()
         self._placing: set[str] = set()  # client order ids sent and not yet answered
+        self._funding_unheld: set[str] = set()  # symbols with a funding payment no open trade could take yet
         self._queue: asyncio.Queue[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._timers: set[asyncio.Task[None]] = set()
@@ -258,6 +260,7 @@ class ExecutionBroker:
         if self.venue.mode is ExecMode.LIVE:
             logger.warning("*** LIVE MODE: real orders will be sent to the exchange ***", extra=self._log_extra())
         self.wallet = await self.venue.wallet_balance()
+        warm_up(Signal, Trade, Order, OrderEvent)  # the entry path's statements, built before the first entry
         if self._worker is None:
             self._worker = asyncio.create_task(self._work(), name=f"execution-{self.mode}")
         logger.info("[%s] execution broker started, wallet %s", self.mode.upper(), self.wallet, extra=self._log_extra())
@@ -298,6 +301,10 @@ class ExecutionBroker:
     def active_trades(self) -> list[TradeCtx]:
         """Pending or open trades (the broker's own mutable state: outside code reads :meth:`open_trades`)."""
         return list(self._ctx.values())
+
+    def trade_rows(self) -> list[Trade]:
+        """The database rows of the trades this broker holds (pending, open or closing), as it keeps them up to date."""
+        return [ctx.db_trade for ctx in self._ctx.values() if ctx.db_trade is not None]
 
     def open_trades(self) -> list[TradeView]:
         """Snapshots of the trades holding a position (entry filled, quantity open, not closed)."""
@@ -467,8 +474,10 @@ class ExecutionBroker:
                     report.problems.append(f"{label}: entry order {entry.client_order_id} is {entry.status.value}")
                     continue
                 position = Position(trade_id, signal, entry.filled_qty)
+                # the levels the entry carried: the exchange's attached SL/TP sit at exactly these, so they are adopted
+                attached_stop, attached_target = await rec.attached_levels(trade, entry)
                 ctx = TradeCtx(trade_id, trade.symbol, position, engine, side, db_trade=trade, entry_order=entry,
-                               attached_stop=Decimal(trade.stop), attached_target=Decimal(trade.target))
+                               attached_stop=attached_stop, attached_target=attached_target)
                 engine.positions[trade_id] = position
                 self._ctx[trade_id] = ctx
                 self._route[entry.id] = (ctx, "entry")
@@ -652,7 +661,9 @@ class ExecutionBroker:
 
     # -- entries ------------------------------------------------------------------------------------
 
-    async def _open(self, ctx: TradeCtx, reference_price: float, time_ms: int, approved: bool = False) -> None:
+    async def _open(self, ctx: TradeCtx, reference_price: float, time_ms: int, approved: bool = False,
+                    signal_row: Signal | None = None) -> None:
+        """Gate, store and send one entry (``signal_row``: the signal as stored while it waited for approval)."""
         position = ctx.position
         signal = position.signal
         extra = self._log_extra(ctx)
@@ -665,7 +676,11 @@ class ExecutionBroker:
         if reason is None and self.pre_trade_gate is not None:
             # re-run after an approval, since the state may have changed during the wait (paused, locked);
             # flagged as a re-check so the entry counts only once toward the order-rate cap
-            decision = await self.pre_trade_gate(dataclasses.replace(request, recheck=True) if approved else request)
+            try:
+                decision = await self.pre_trade_gate(dataclasses.replace(request, recheck=True) if approved else request)
+            except Exception as exc:  # a gate that cannot decide is a no: never open on an error
+                logger.exception("[%s] the risk gate failed on %s", self.mode.upper(), ctx.trade_id, extra=extra)
+                decision = GateDecision(False, f"the risk gate failed ({type(exc).__name__}: {exc})")
             if not decision.allowed:
                 reason = f"risk: {decision.reason}"
         # ``active`` (when the hook has it) says whether approval mode is on right now: off => no detour
@@ -678,7 +693,7 @@ class ExecutionBroker:
             except Exception as exc:
                 reason = f"cannot set position mode/leverage: {exc}"
         if reason is not None:
-            signal_row = await self._signal_row(signal, SignalFate.TAKEN, "")
+            signal_row = signal_row or await self._signal_row(signal, SignalFate.TAKEN, "")
             signal_row.fate = SignalFate.REJECTED
             signal_row.reason = reason[:255]
             await signal_row.save(update_fields=["fate", "reason"])
@@ -695,21 +710,31 @@ class ExecutionBroker:
         )
         # ONE commit on the order path (issue 10): the signal, the trade and the order intent (client order id,
         # stored as SENT) are durable together before the request leaves; a failure stores none and sends nothing
-        async with in_transaction():
-            signal_row = await self._signal_row(signal, SignalFate.TAKEN, "")
-            trade = await self.trades.create_pending(
-                symbol=ctx.symbol, strategy=ctx.strategy, side=ctx.side, qty=position.qty, stop=signal.stop, target=signal.target,
-                risk_per_unit=abs(signal.entry - signal.stop), signal_id=signal_row.id, management=management,
-            )
-            order = await self.orders.create(spec, OrderIntent.ENTRY, trade.id, sent=True,
-                                             detail={"stop_loss": str(ctx.attached_stop), "take_profit": str(ctx.attached_target)})
+        rows = [] if signal_row is not None else [Row(Signal, self._signal_values(signal, SignalFate.TAKEN, ""))]
+        trade_at = len(rows)
+        rows.append(self.trades.pending_row(
+            symbol=ctx.symbol, strategy=ctx.strategy, side=ctx.side, qty=position.qty, stop=signal.stop, target=signal.target,
+            risk_per_unit=abs(signal.entry - signal.stop), signal_id=signal_row.id if signal_row is not None else Ref(0),
+            management=management,
+        ))
+        order_at = len(rows)
+        rows += self.orders.order_rows(spec, OrderIntent.ENTRY, Ref(trade_at), sent=True, at=order_at,
+                                       detail={"stop_loss": str(ctx.attached_stop), "take_profit": str(ctx.attached_target)})
+        try:
+            stored = await insert_rows(rows)
+        except Exception as exc:  # nothing was stored, so nothing is sent: the entry is dropped, loudly
+            logger.exception("[%s] could not store the entry of %s", self.mode.upper(), ctx.trade_id, extra=extra)
+            await self._entry_failed(ctx, f"could not store the order intent: {type(exc).__name__}: {exc}", alert_type="error")
+            return
+        trade, order = stored[trade_at], stored[order_at]
+        assert isinstance(trade, Trade) and isinstance(order, Order)
         ctx.db_trade = trade
         ctx.entry_order = order
         self._route[order.id] = (ctx, "entry")
+        update = await self._send(order, spec, ctx)
         logger.info("[%s] entry %s %s %s qty %s (ref %s, stop %s, target %s)", self.mode.upper(), ctx.symbol, ctx.strategy,
                     ctx.side, position.qty, reference_price, ctx.attached_stop, ctx.attached_target,
                     extra={**extra, "client_order_id": spec.client_order_id})
-        update = await self._send(order, spec, ctx)
         if update is not None:
             self._awaiting.add(order.id)
             await self._apply(order, update)
@@ -729,7 +754,8 @@ class ExecutionBroker:
                 decision = GateDecision(False, f"approval failed: {type(exc).__name__}")
             if decision.allowed:
                 price = self.last_price.get(ctx.symbol, request.entry)
-                self._enqueue(f"entry {ctx.trade_id} (approved)", lambda: self._open(ctx, price, time_ms, approved=True))
+                self._enqueue(f"entry {ctx.trade_id} (approved)",
+                              lambda: self._open(ctx, price, time_ms, approved=True, signal_row=signal_row))
             else:
                 self._enqueue(f"entry {ctx.trade_id} (not approved)", lambda: self._not_approved(ctx, decision.reason))
 
@@ -763,6 +789,18 @@ class ExecutionBroker:
                 # hedge mode has ONE position per symbol and side: two trades in it could not be told apart
                 return f"a {ctx.side} position on {ctx.symbol} is already held by {other.strategy}"
         return None
+
+    async def prepare_symbols(self, symbols: list[str]) -> None:
+        """Position mode and leverage of every symbol set now, so the first entry of each sends only its order.
+
+        A symbol that cannot be prepared now (the exchange refused, a timeout) is tried again at its first entry.
+        """
+        for symbol in symbols:
+            try:
+                await self._prepare_symbol(symbol)
+            except Exception as exc:
+                logger.warning("[%s] %s: position mode/leverage not set yet (%s: %s); retried at the first entry",
+                               self.mode.upper(), symbol, type(exc).__name__, exc, extra=self._log_extra(symbol=symbol))
 
     async def _prepare_symbol(self, symbol: str) -> None:
         if symbol not in self._prepared:
@@ -798,6 +836,10 @@ class ExecutionBroker:
     def placements_in_flight(self) -> frozenset[str]:
         """Client order ids sent to the venue whose answer has not come back yet (for reconciliation)."""
         return frozenset(self._placing)
+
+    def orders_settling(self) -> frozenset[int]:
+        """DB ids of answered orders whose executions this broker still books (for reconciliation: read, never write)."""
+        return frozenset(self._awaiting)
 
     async def _placement_unknown(self, order: Order, spec: OrderSpec, reason: str) -> None:
         await self.orders.set_status(order, OrderStatus.UNKNOWN, "placement", error=reason)
@@ -997,6 +1039,8 @@ class ExecutionBroker:
                           f"target {round_to_tick(plan.target, self.venue.price_tick(ctx.symbol))}", {"trade_id": ctx.trade_id})
         await self._discover_attached(ctx)
         await self._protect(ctx)
+        if ctx.symbol in self._funding_unheld:  # a payment settled while this entry was filled but not booked yet
+            await self._sync_funding(ctx.symbol)
         await self._refresh_wallet()
 
     async def _discover_attached(self, ctx: TradeCtx) -> None:
@@ -1291,61 +1335,135 @@ class ExecutionBroker:
             logger.warning("[%s] wallet refresh failed: %s", self.mode.upper(), exc, extra=self._log_extra())
 
     async def _book_funding(self, symbol: str | None, amount: Decimal, time_ms: int | None = None) -> None:
+        """A funding payment the account stream reported (``symbol`` None: the event named no single position).
+
+        Live, the payment is booked from the exchange's income history (exact per symbol, once per tranId);
+        only what that history does not show (yet) is booked from the stream's amount, split by quantity.
+        A payment on a position whose entry fill is not booked yet (its trade is still pending) is not
+        dropped: it stays unbooked and is booked from the income history when the entry is booked.
+        """
         from engine.execution import funding
 
-        open_ctx = [c for c in self._ctx.values() if c.db_trade is not None and c.open_qty > 0 and (symbol is None or c.symbol == symbol)]
-        for ctx, share in zip(open_ctx, funding.split_by_qty(amount, [c.open_qty for c in open_ctx])):
+        scope = {symbol} if symbol is not None else {c.symbol for c in self._ctx.values() if c.db_trade is not None}
+        remainder, unread = amount, set(scope)
+        if getattr(self.venue, "funding_income", None) is not None:
+            for sym in sorted(scope):
+                seen = await self._sync_funding(sym, near_ms=time_ms)
+                if seen is not None:
+                    unread.discard(sym)
+                    remainder -= seen
+        if remainder == 0:
+            await self._refresh_wallet()
+            return
+        open_ctx = [c for c in self._ctx.values() if c.db_trade is not None and c.open_qty > 0 and c.symbol in unread]
+        if not open_ctx:
+            logger.warning("[%s] funding %s (%s) at %s: no open trade to book it on; left to the income history", self.mode.upper(),
+                           remainder, symbol or "several symbols", time_ms, extra=self._log_extra(symbol=symbol))
+            self._funding_unheld |= scope
+            return
+        for ctx, share in zip(open_ctx, funding.split_by_qty(remainder, [c.open_qty for c in open_ctx])):
             assert ctx.db_trade is not None
             await self.trades.add_funding(ctx.db_trade, share)
-        for booked_symbol in ({symbol} if symbol is not None else {c.symbol for c in open_ctx}):
+        for booked_symbol in {c.symbol for c in open_ctx}:
             await funding.note_booked(self.mode, booked_symbol, time_ms, "stream")
         await self._refresh_wallet()
 
-    async def _book_missed_funding(self, report: "RecoveryReport") -> None:
-        """Live restart: the funding settled while the bot was down, from the income history (once per tranId)."""
+    async def _sync_funding(self, symbol: str, near_ms: int | None = None,
+                            report: "RecoveryReport | None" = None) -> Decimal | None:
+        """Book ``symbol``'s funding income not booked yet on the trades open at each payment (once per tranId).
+
+        A payment no booked open trade held (its entry fill is not booked yet) is left unbooked and the
+        symbol remembered, so booking that entry books it. Returns the total of the records within
+        ``funding.STREAM_MARGIN_MS`` of ``near_ms`` the history shows (booked now, before, or left for a
+        pending entry: what a stream event at ``near_ms`` is explained by), None when it cannot be read.
+        """
         from engine.execution import funding
 
         income = getattr(self.venue, "funding_income", None)
         if income is None:
-            return
-        by_symbol: dict[str, list[TradeCtx]] = {}
-        for ctx in self._ctx.values():
-            if ctx.db_trade is not None and ctx.open_qty > 0 and not ctx.closed and ctx.db_trade.opened_at is not None:
-                by_symbol.setdefault(ctx.symbol, []).append(ctx)
-        for symbol, trades in by_symbol.items():
-            opened = [int(c.db_trade.opened_at.timestamp() * 1000) for c in trades if c.db_trade is not None and c.db_trade.opened_at]
-            since = await funding.booked_since(self.mode, symbol)
-            start = max(since, min(opened)) if since is not None else min(opened)
-            try:
-                records = await income(symbol, start)
-            except Exception as exc:  # bookkeeping only: the positions themselves are known
+            return None
+        trades = [c for c in self._ctx.values() if c.symbol == symbol and c.db_trade is not None and c.open_qty > 0
+                  and not c.closed and c.db_trade.opened_at is not None]
+        opened = [int(c.db_trade.opened_at.timestamp() * 1000) for c in trades if c.db_trade is not None and c.db_trade.opened_at]
+        since = await funding.booked_since(self.mode, symbol)
+        # booked: from the first payment not booked yet, but never before the first open trade of the symbol
+        start = max(t for t in (since, min(opened)) if t is not None) if opened else None
+        # read: also the records around ``near_ms`` (a stream event's payment, booked or not)
+        reads = [t for t in (start, near_ms - funding.STREAM_MARGIN_MS if near_ms is not None else None) if t is not None]
+        if not reads:
+            return ZERO  # nothing open to book on and nothing to explain
+        try:
+            records = await income(symbol, min(reads))
+        except Exception as exc:  # bookkeeping only: the positions themselves are known
+            if report is not None:
                 report.problems.append(f"{symbol}: funding paid while away could not be read ({type(exc).__name__}: {exc})")
-                continue
-            logger.info("[%s] %s: %d funding record(s) since %d at restart", self.mode.upper(), symbol, len(records), start,
+            logger.warning("[%s] %s: funding history could not be read (%s: %s)", self.mode.upper(), symbol, type(exc).__name__,
+                           exc, extra=self._log_extra(symbol=symbol))
+            return None
+        if report is not None:
+            logger.info("[%s] %s: %d funding record(s) since %s at restart", self.mode.upper(), symbol, len(records), start,
                         extra=self._log_extra(symbol=symbol))
-            for tran_id, amount, time_ms in sorted(records, key=lambda r: r[2]):
-                if time_ms < start or await funding.is_booked(self.mode, tran_id):
-                    continue
-                holders = [c for c in trades if c.db_trade is not None and c.db_trade.opened_at is not None
-                           and int(c.db_trade.opened_at.timestamp() * 1000) <= time_ms]
-                for ctx, share in zip(holders, funding.split_by_qty(amount, [c.open_qty for c in holders])):
-                    assert ctx.db_trade is not None
-                    await self.trades.add_funding(ctx.db_trade, share)
-                await funding.note_booked(self.mode, symbol, time_ms, "income", tran_id)
-                if holders:
-                    report.restored.append(f"{symbol}: funding {amount} settled while away booked ({tran_id})")
+        seen = ZERO
+        unheld = False
+        for tran_id, amount, time_ms in sorted(records, key=lambda r: r[2]):
+            near = near_ms is not None and abs(time_ms - near_ms) <= funding.STREAM_MARGIN_MS
+            if near:
+                seen += amount
+            if await funding.is_booked(self.mode, tran_id):
+                continue
+            if start is None or time_ms < start:
+                unheld = unheld or near  # this event's payment and no booked open trade held it
+                continue
+            holders = [c for c in trades if c.db_trade is not None and c.db_trade.opened_at is not None
+                       and int(c.db_trade.opened_at.timestamp() * 1000) <= time_ms]
+            if not holders:
+                unheld = True  # paid on a position whose trade is not open in the books yet: booked when it opens
+                continue
+            for ctx, share in zip(holders, funding.split_by_qty(amount, [c.open_qty for c in holders])):
+                assert ctx.db_trade is not None
+                await self.trades.add_funding(ctx.db_trade, share)
+            await funding.note_booked(self.mode, symbol, time_ms, "income", tran_id)
+            if report is not None:
+                report.restored.append(f"{symbol}: funding {amount} settled while away booked ({tran_id})")
+        if unheld:
+            self._funding_unheld.add(symbol)
+        else:
+            self._funding_unheld.discard(symbol)
+        return seen
+
+    def catch_up_funding(self) -> None:
+        """Stream events may have been missed (a reconnect): book the funding the income history shows and the
+        books do not (live; once per tranId, queued behind earlier work)."""
+        if getattr(self.venue, "funding_income", None) is None:
+            return
+
+        async def job() -> None:
+            for symbol in sorted({c.symbol for c in self._ctx.values() if c.db_trade is not None and c.open_qty > 0
+                                  and not c.closed} | self._funding_unheld):
+                await self._sync_funding(symbol)
+
+        self._enqueue("funding catch-up", job)
+
+    async def _book_missed_funding(self, report: "RecoveryReport") -> None:
+        """Live restart: the funding settled while the bot was down, from the income history (once per tranId)."""
+        for symbol in sorted({c.symbol for c in self._ctx.values() if c.db_trade is not None and c.open_qty > 0 and not c.closed
+                              and c.db_trade.opened_at is not None}):
+            await self._sync_funding(symbol, report=report)
 
     # -- signals --------------------------------------------------------------------------------------
 
     async def _signal_row(self, signal: Any, fate: SignalFate, reason: str) -> Signal:
         # a plain look-up then insert, not get_or_create (its savepoint costs two more DB round trips on the
         # order path): every signal write runs on this broker's single worker, so nothing can insert in between
-        key = {"symbol": signal.symbol, "strategy": signal.strategy, "candle_time_ms": signal.time_ms, "mode": self.mode}
-        row = await Signal.filter(**key).first()
-        if row is None:
-            row = await Signal.create(**key, side=signal.side.value.upper(), entry=dec(signal.entry), stop=dec(signal.stop),
-                                      target=dec(signal.target), inputs=dict(signal.indicators), fate=fate, reason=reason[:255])
-        return row
+        values = self._signal_values(signal, fate, reason)
+        row = await Signal.filter(symbol=values["symbol"], strategy=values["strategy"], candle_time_ms=values["candle_time_ms"],
+                                  mode=values["mode"]).first()
+        return row if row is not None else await Signal.create(**values)
+
+    def _signal_values(self, signal: Any, fate: SignalFate, reason: str) -> dict[str, Any]:
+        return {"symbol": signal.symbol, "strategy": signal.strategy, "candle_time_ms": signal.time_ms, "mode": self.mode,
+                "side": signal.side.value.upper(), "entry": dec(signal.entry), "stop": dec(signal.stop),
+                "target": dec(signal.target), "inputs": dict(signal.indicators), "fate": fate, "reason": reason[:255]}
 
     async def _store_signal(self, record: SignalRecord) -> None:
         fate = {Fate.TAKEN: SignalFate.TAKEN, Fate.SKIPPED: SignalFate.SKIPPED}.get(record.fate, SignalFate.REJECTED)

@@ -1,9 +1,20 @@
-"""Funding payments the bot was not running to see: booked from the exchange's income history at restart.
+"""Funding payments, booked on the trades that held the position when each one settled.
 
-While the bot runs, the account stream's ``ACCOUNT_UPDATE`` (reason ``FUNDING_FEE``) books each
-payment on the open trades of its symbol. A payment settled while the bot was down never reaches
-the stream, so at restart recovery (live) the ``FUNDING_FEE`` income records since the last booked
-payment of each symbol are booked the same way. What was booked is kept in the KV store:
+Live, the exchange's ``FUNDING_FEE`` income history is the record (exact per symbol, one
+``tranId`` per payment); it is read:
+
+* when the account stream reports a payment (``ACCOUNT_UPDATE`` reason ``FUNDING_FEE``; the event
+  may name no position, e.g. cross margin): only what the history does not show yet is booked from
+  the stream's amount, split over the open trades by quantity;
+* when an entry is booked after a payment that no booked open trade held (the position was open on
+  the exchange while its trade was still pending: the fill report was late): the payment is left
+  unbooked until then, never dropped;
+* after a stream reconnect (a payment may have settled while the stream was down);
+* at restart recovery, for the trades it reopens, and at start reconciliation for a trade the
+  exchange closed while the bot was down (``engine.risk.reconcile``).
+
+The history is read up to the exchange's now (no end time: our estimate of server time can lag it).
+What was booked is kept in the KV store:
 
 * per symbol, the time of the last booked payment and where it came from (``stream``/``income``);
   the stream's event carries no transaction id and its time may differ slightly from the income

@@ -198,9 +198,13 @@ class LiveVenue:
         return sum((abs(f.commission) for f in mine), ZERO)
 
     async def funding_income(self, symbol: str, since_ms: int) -> list[tuple[str, Decimal, int]]:
-        """``(tranId, amount, time_ms)`` of the FUNDING_FEE income of ``symbol`` since ``since_ms`` (negative = paid)."""
-        records = await self.rest.income(symbol, "FUNDING_FEE", start_ms=since_ms, end_ms=self.rest.time.now_ms() + 60_000,
-                                         limit=1000)
+        """``(tranId, amount, time_ms)`` of the FUNDING_FEE income of ``symbol`` since ``since_ms`` (negative = paid).
+
+        No end time: everything up to the exchange's now. (An end of "our estimate of server time" cut off
+        payments the exchange had already settled whenever that estimate lagged: a clock offset measured a
+        while ago, or a replaying simulator whose clock runs many times faster than the wall clock.)
+        """
+        records = await self.rest.income(symbol, "FUNDING_FEE", start_ms=since_ms, end_ms=None, limit=1000)
         return [(r.tran_id or f"{r.symbol}:{r.time_ms}", r.income, r.time_ms) for r in records
                 if r.income_type == "FUNDING_FEE" and r.symbol == symbol and r.time_ms >= since_ms]
 

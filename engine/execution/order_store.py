@@ -21,6 +21,8 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
+from db.fast_insert import Ref, Row, insert_rows
+
 from db.models import Fill, Order, OrderEvent, OrderIntent, OrderStatus
 from engine.execution.venue import OrderSpec, VenueUpdate
 
@@ -70,27 +72,27 @@ class OrderStore:
         "the request may be on the wire": it is resolved by lookup exactly like CREATED (tracker,
         reconciliation), so a crash before the request leaves ends in a confirmed absence.
         """
-        async with in_transaction():
-            order = await Order.create(
-                client_order_id=spec.client_order_id,
-                trade_id=trade_id,
-                mode=self.mode,
-                symbol=spec.symbol,
-                intent=intent,
-                side=spec.side,
-                position_side=spec.position_side,
-                order_type=spec.order_type,
-                quantity=spec.quantity,
-                price=None,
-                stop_price=spec.stop_price,
-                reduce_only=spec.closing,
-                status=OrderStatus.SENT if sent else OrderStatus.CREATED,
-            )
-            events = [OrderEvent(order=order, status=OrderStatus.CREATED, source="placement", detail=detail or {})]
-            if sent:
-                events.append(OrderEvent(order=order, status=OrderStatus.SENT, source="placement", detail={}))
-            await OrderEvent.bulk_create(events)  # one statement: each one is a round trip to the DB thread
+        order = (await insert_rows(self.order_rows(spec, intent, trade_id, detail, sent=sent)))[0]
+        assert isinstance(order, Order)
         return order
+
+    def order_rows(self, spec: OrderSpec, intent: OrderIntent, trade_id: int | Ref | None, detail: dict[str, Any] | None = None,
+                   *, sent: bool = False, at: int = 0) -> list[Row]:
+        """The rows :meth:`create` writes (the order, then its events), for a caller that commits them with others.
+
+        ``at``: the index the order row will have in the caller's batch (its events refer to it).
+        """
+        order = Row(Order, {
+            "client_order_id": spec.client_order_id, "trade_id": trade_id, "mode": self.mode, "symbol": spec.symbol,
+            "intent": intent, "side": spec.side, "position_side": spec.position_side, "order_type": spec.order_type,
+            "quantity": spec.quantity, "price": None, "stop_price": spec.stop_price, "reduce_only": spec.closing,
+            "status": OrderStatus.SENT if sent else OrderStatus.CREATED,
+        })
+        statuses = [OrderStatus.CREATED, OrderStatus.SENT] if sent else [OrderStatus.CREATED]
+        events = [Row(OrderEvent, {"order_id": Ref(at), "status": status, "source": "placement",
+                                   "detail": (detail or {}) if status is OrderStatus.CREATED else {}})
+                  for status in statuses]
+        return [order, *events]
 
     async def adopt(self, update: VenueUpdate, intent: OrderIntent, trade_id: int | None) -> Order:
         """Store an order the venue created itself (an attached stop-loss / take-profit), then apply ``update``."""

@@ -17,6 +17,8 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
+from db.fast_insert import Ref, Row, insert_rows
+
 from db.models import Trade, TradeExit, TradeState
 from engine.trading.positions import ExitRecord
 
@@ -64,11 +66,20 @@ class TradeStore:
     async def create_pending(self, *, symbol: str, strategy: str, side: str, qty: Decimal, stop: float, target: float,
                              risk_per_unit: float, signal_id: int | None, management: dict[str, Any]) -> Trade:
         """A new PENDING trade (the signal's levels until the fill replans them)."""
-        return await Trade.create(
-            symbol=symbol, strategy=strategy, side=side, state=TradeState.PENDING, mode=self.mode, signal_id=signal_id,
-            initial_qty=qty, qty=ZERO, initial_stop=dec(stop), stop=dec(stop), target=dec(target),
-            risk_per_unit=dec(risk_per_unit), management=management,
-        )
+        trade = (await insert_rows([self.pending_row(symbol=symbol, strategy=strategy, side=side, qty=qty, stop=stop,
+                                                     target=target, risk_per_unit=risk_per_unit, signal_id=signal_id,
+                                                     management=management)]))[0]
+        assert isinstance(trade, Trade)
+        return trade
+
+    def pending_row(self, *, symbol: str, strategy: str, side: str, qty: Decimal, stop: float, target: float,
+                    risk_per_unit: float, signal_id: int | Ref | None, management: dict[str, Any]) -> Row:
+        """The row :meth:`create_pending` writes, for a caller that commits it with others (the entry path)."""
+        return Row(Trade, {
+            "symbol": symbol, "strategy": strategy, "side": side, "state": TradeState.PENDING, "mode": self.mode,
+            "signal_id": signal_id, "initial_qty": qty, "qty": ZERO, "initial_stop": dec(stop), "stop": dec(stop),
+            "target": dec(target), "risk_per_unit": dec(risk_per_unit), "management": management,
+        })
 
     async def mark_open(self, trade: Trade, *, entry_price: Decimal, qty: Decimal, stop: float, target: float,
                         risk_per_unit: float, time_ms: int, management: dict[str, Any]) -> None:

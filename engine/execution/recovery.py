@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from db.models import Fill as FillRow
-from db.models import Order, Signal as SignalRow, Trade, TradeExit
+from db.models import Order, OrderEvent, OrderStatus, Signal as SignalRow, Trade, TradeExit
 from engine.trading.manager import TradeManager
 from engine.trading.plan import TradePlan
 from engine.trading.positions import ExitRecord, Fill, Position, PositionState
@@ -79,6 +79,29 @@ async def load_signal(trade: Trade, config: StrategiesConfig) -> Signal:
     return Signal(symbol=trade.symbol, strategy=trade.strategy, side=side, time_ms=time_ms, entry=entry, stop=stop,
                   target=target, atr=risk, risk_pct=risk_pct, max_risk_pct=max_risk_pct, stop_atr=1.0,
                   target_atr=abs(target - entry) / risk if risk > 0 else 1.0, indicators=indicators)
+
+
+async def attached_levels(trade: Trade, entry: Order) -> tuple[Decimal | None, Decimal | None]:
+    """The stop-loss and take-profit sent attached to ``entry`` (stored with its CREATED event), as the exchange holds them.
+
+    The exchange creates its attached SL/TP orders at exactly these (tick-rounded) prices, and the broker adopts
+    them by that price; the trade row's ``stop``/``target`` are the signal's unrounded levels and would not match.
+    Falls back to the trade's levels for a row written before the levels were stored.
+    """
+    event = await OrderEvent.filter(order_id=entry.id, status=OrderStatus.CREATED).order_by("id").first()
+    detail = event.detail if event is not None and isinstance(event.detail, dict) else {}
+
+    def level(key: str, fallback: Any) -> Decimal | None:
+        for value in (detail.get(key), fallback):
+            try:
+                number = Decimal(str(value))
+            except (ArithmeticError, ValueError):
+                continue
+            if number.is_finite() and number > 0:
+                return number
+        return None
+
+    return level("stop_loss", trade.stop), level("take_profit", trade.target)
 
 
 def _risk_params(config: StrategiesConfig, strategy: str) -> tuple[float, float]:

@@ -23,12 +23,13 @@ from typing import Any, Awaitable, Callable
 
 from bot.config import AppConfig, TradingMode
 from engine.exchange.bingx.account_stream import AccountStream
-from engine.exchange.bingx.events import KlineEvent, TradeEvent
+from engine.exchange.bingx.events import AccountUpdate, KlineEvent, OrderUpdate, StreamReconnected, TradeEvent
 from engine.exchange.bingx.market_stream import MarketStream, kline_topic, trade_topic
 from engine.exchange.bingx.rest import BingxRestClient
 from engine.exchange.bingx.urls import resolve_urls
 from engine.execution.broker import AlertHook, ExecutionBroker, PreTradeGate
 from engine.execution.live_venue import LiveVenue
+from engine.execution.margin import MarginCache
 from engine.execution.order_tracker import OrderTracker
 from engine.execution.paper_venue import PaperVenue
 from engine.execution.recovery import RecoveryReport
@@ -104,6 +105,10 @@ def engine_contract(contract: Any) -> ContractRules:
                          price_tick=contract.tick_size)
 
 
+# account-stream events after which the available margin may differ (not config pushes or listen-key notices)
+MARGIN_EVENTS = (AccountUpdate, OrderUpdate, StreamReconnected)
+
+
 class TradingRuntime:
     """Everything that trades in one process, for every configured symbol."""
 
@@ -129,6 +134,7 @@ class TradingRuntime:
         self.account_stream: AccountStream | None = None
         self.market_stream = MarketStream(ws_url, on_event=self._on_market_event)
         self.broker: ExecutionBroker | None = None
+        self.margin: MarginCache | None = None  # live: the exchange's available margin, kept fresh (entry gate)
         self.recovery: RecoveryReport | None = None
         # observer of every market and account stream event (health, reconnect reconciliation); must be quick
         self.on_stream_event: Callable[[Any], Awaitable[None]] | None = None
@@ -194,7 +200,11 @@ class TradingRuntime:
                                       on_alert=self.on_alert, exit_grace_s=opts.exit_grace_s, settle_timeout_s=opts.settle_timeout_s)
         self.broker.entry_approval = self.entry_approval
         await self.broker.start()
+        await self.broker.prepare_symbols(list(config.symbols))
         if self.live is not None:
+            self.margin = MarginCache(self._exchange_available_margin)
+            self.margin.invalidate()  # read it now, in the background: the first entry finds it ready
+            self.live.set_update_callback(self._on_order_update)  # in front of the broker: margin first
             self.tracker = OrderTracker(self.live, fast_poll_s=opts.fast_poll_s, slow_poll_s=opts.slow_poll_s,
                                         fill_grace_s=opts.fill_grace_s, on_funding=self.broker.on_funding,
                                         stale_sent_s=opts.stale_sent_s, on_unknown=self.broker.on_stale_placement)
@@ -231,6 +241,8 @@ class TradingRuntime:
     async def stop(self) -> None:
         """Stop streams and workers; exchange orders (stops) stay in place."""
         await self.market_stream.close()
+        if self.margin is not None:
+            await self.margin.close()
         if self.account_stream is not None:
             await self.account_stream.close()
         if self.tracker is not None:
@@ -309,8 +321,29 @@ class TradingRuntime:
         if self.recovery.restored or not self.recovery.ok:
             logger.warning("[%s] %s", self.mode.upper(), self.recovery.summary(), extra=self._extra())
 
+    async def _exchange_available_margin(self) -> Decimal:
+        """The margin asset's available margin on the exchange (USDT, or VST on the demo account)."""
+        assert self.live is not None
+        balances = await self.rest.balance()
+        quote = self.live.quote_asset
+        for balance in balances:
+            if quote is not None and balance.asset == quote:
+                return balance.available_margin
+        for balance in balances:  # no quote asset configured (production): the margin asset with money in it
+            if balance.asset in ("USDT", "USDC") and (balance.balance != 0 or len(balances) == 1):
+                return balance.available_margin
+        raise LookupError("no margin asset in the balance")
+
+    async def _on_order_update(self, update: Any) -> None:
+        assert self.broker is not None
+        if self.margin is not None:
+            self.margin.invalidate()
+        await self.broker.on_venue_update(update)
+
     async def _on_account_event(self, event: Any) -> None:
         assert self.tracker is not None
+        if self.margin is not None and isinstance(event, MARGIN_EVENTS):
+            self.margin.invalidate()
         await self.tracker.on_account_event(event)
         if self.on_stream_event is not None:
             await self.on_stream_event(event)

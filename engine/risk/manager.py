@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,13 +72,27 @@ class RiskStatus:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class EntryView:
+    """The trading state and the locks in force as read at ``read_at`` (``time.monotonic``)."""
+
+    state: StateInfo
+    locks: list[ActiveProtection]
+    read_at: float
+    changes: tuple[int, int]  # the state's and the protections' change counters when read
+
+    def blocking(self, symbol: str, strategy: str, now: datetime) -> list[ActiveProtection]:
+        """The locks that block an entry on ``symbol`` by ``strategy`` at ``now`` (expired ones do not)."""
+        return [p for p in self.locks if p.covers(symbol, strategy) and (p.until is None or now < p.until)]
+
+
 class RiskManager:
     """State, protections and the pre-trade gate, bound to one config and one trading mode."""
 
     RATE_KEY = "risk.order_times"
 
     def __init__(self, config: AppConfig, *, clock: Clock = utc_now, alert: AlertSink | None = None,
-                 close_all: CloseAllFn | None = None) -> None:
+                 close_all: CloseAllFn | None = None, entry_view_ttl_s: float = 0.0) -> None:
         self.config = config
         self.mode = config.mode.value
         self.clock = clock
@@ -85,6 +101,14 @@ class RiskManager:
         self.state = TradingStateStore()
         self.protections = Protections(config.risk, mode=self.mode, clock=clock, alert=alert)
         self._rate: OrderRateCounter | None = None
+        self._rate_saving: asyncio.Task[None] | None = None
+        self._rate_unsaved = False
+        # The state and the locks an entry is checked against, read ahead of the entry (issue 10: no database
+        # read between a closed candle and its order). Every change made through this manager makes the view
+        # stale at once; ``entry_view_ttl_s`` bounds how late a change written by ANOTHER process (the
+        # ``emergency-stop`` command) is seen. 0 (the default): the database is read for every entry.
+        self.entry_view_ttl_s = entry_view_ttl_s
+        self._entry_view: EntryView | None = None
 
     async def _rate_counter(self) -> OrderRateCounter:
         if self._rate is None:  # restored from the database so a restart keeps the minute's count
@@ -103,7 +127,44 @@ class RiskManager:
         now = self.clock()
         rate.record(now)
         rate.count(now)
-        await kv_set(f"{self.RATE_KEY}.{self.mode}", rate.snapshot())
+        # written behind the order (a crash loses at most the count of the last moments before it)
+        self._rate_unsaved = True
+        if self._rate_saving is None or self._rate_saving.done():
+            self._rate_saving = asyncio.create_task(self._save_rate(), name="risk-rate-save")
+
+    async def _save_rate(self) -> None:
+        assert self._rate is not None
+        while self._rate_unsaved:  # orders counted while a write was under way are written by the next pass
+            self._rate_unsaved = False
+            await asyncio.sleep(0)  # let the order that was just counted go first
+            try:
+                await kv_set(f"{self.RATE_KEY}.{self.mode}", self._rate.snapshot())
+            except Exception:  # the count in memory still applies; the next order writes it again
+                log.exception("could not store the order-rate count")
+                return
+
+    async def flush(self) -> None:
+        """Wait for the order-rate count to be written (shutdown, tests)."""
+        if self._rate_saving is not None:
+            await asyncio.gather(self._rate_saving, return_exceptions=True)
+
+    # --- the entry view -------------------------------------------------------------------------
+
+    async def refresh_entry_view(self) -> EntryView:
+        """Read the trading state and the locks in force from the database (a scheduled job keeps this fresh)."""
+        await self._rate_counter()  # loaded with the view, so the first entry does not read it either
+        changes = (self.state.changes, self.protections.changes)
+        view = EntryView(await self.state.current(), await self.protections.active(), time.monotonic(), changes)
+        if (self.state.changes, self.protections.changes) == changes:  # nothing was written while reading
+            self._entry_view = view
+        return view
+
+    async def _current_entry_view(self) -> EntryView:
+        view = self._entry_view
+        if (view is None or time.monotonic() - view.read_at > self.entry_view_ttl_s
+                or view.changes != (self.state.changes, self.protections.changes)):
+            view = await self.refresh_entry_view()
+        return view
 
     # --- the pre-trade hook ---------------------------------------------------------------------
 
@@ -113,12 +174,13 @@ class RiskManager:
         if proposal.reduce_only:
             await self._record_order()
             return GateDecision.ok()
-        info = await self.state.current()
+        view = await self._current_entry_view()
+        info = view.state
         if not info.state.allows_entries:
             decision = GateDecision(False, "state", f"trading is {info.state.value}: {info.reason}",
                                     {"state": info.state.value})
             return await self._reject(proposal, decision)
-        blocking = await self.protections.blocking(proposal.symbol, proposal.strategy)
+        blocking = view.blocking(proposal.symbol, proposal.strategy, self.clock())
         if blocking:
             lock = blocking[0]
             decision = GateDecision(False, f"protection:{lock.kind}", lock.describe(), {"lock_id": str(lock.id)})

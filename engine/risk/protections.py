@@ -107,6 +107,7 @@ class Protections:
         self.clock = clock
         self.alert = alert
         self._api_error_count = 0  # last count seen, for the synchronous accessor
+        self.changes = 0  # bumped after every lock or lift written here (the risk manager's entry view)
         self._api_error_lock = asyncio.Lock()
 
     # --- keys of the persisted counters ---------------------------------------------------------
@@ -181,9 +182,11 @@ class Protections:
                 existing.until = until
                 existing.reason = reason[:255]
                 await existing.save(update_fields=["until", "reason"])
+                self.changes += 1
             return _view(existing)
         row = await ProtectionLock.create(kind=kind.value, symbol=symbol, strategy=strategy, reason=reason[:255],
                                           until=until, active=True)
+        self.changes += 1
         view = dataclasses.replace(_view(row), fresh=True)
         await emit(self.alert, RiskEvent(
             event_type="halt" if kind in HALTING_KINDS else "protection",
@@ -333,6 +336,7 @@ class Protections:
         lifted = []
         for p in chosen:
             await ProtectionLock.filter(id=p.id).update(active=False, lifted_at=now, lifted_by=actor[:64])
+            self.changes += 1
             log.warning("protection lifted by %s: %s", actor, p.describe())
             lifted.append(p.describe())
         return lifted

@@ -6,11 +6,18 @@ What is compared and the rule for each difference:
 Orders (open on the exchange vs working in the DB)
 - A DB order found open on the exchange (by client order id, else by exchange id) is matched;
   its exchange id and status are brought forward.
-- An order never acknowledged (CREATED/SENT/UNKNOWN) whose row changed less than
-  ``in_flight_grace_s`` (60 s) ago is in flight: the broker's placement (timeout, lookup, one
-  resend) owns it. It is never touched, and the differences it explains (a position its entry
-  opened, a stop not on the exchange yet, a position its exit closed) are reported as in flight,
-  to be checked by the next run, instead of repaired or halted on.
+- Orders in flight belong to the running broker; reconciliation only reads them. In flight are
+  an order never acknowledged (CREATED/SENT/UNKNOWN) whose row changed less than
+  ``in_flight_grace_s`` (60 s) ago (the broker's placement: timeout, lookup, one resend), and an
+  acknowledged order whose executions the broker still waits for (``orders_settling``; without
+  that hook, the entry of a PENDING trade changed less than ``in_flight_grace_s`` ago). Writing
+  an exchange fill onto such a row would take it away from the broker (it books fills, opens the
+  trade and adopts the entry's attached SL/TP). The differences an order in flight explains (a
+  position its entry opened, the SL/TP attached to that entry, a stop not on the exchange yet, a
+  position its exit closed, a wallet change its execution caused) are reported as in flight, to
+  be checked by the next run, instead of repaired or halted on. When no broker runs (start-up:
+  ``orders_settling`` answers None) nothing is in flight: the process that placed those orders is
+  gone, so each one is looked up and brought forward for restart recovery.
 - A working DB order not open on the exchange is looked up by id: a final exchange status
   (filled, cancelled, expired) is recorded. An order the exchange does not know: if it was
   never acknowledged, it is marked REJECTED (it never arrived) only when the broker is known
@@ -21,6 +28,10 @@ Orders (open on the exchange vs working in the DB)
 - An exchange order the bot lost track of:
   * its client order id is a DB row of ours -> adopted (DB status brought forward), unless
     the DB already called it final (unexplained: the two disagree);
+  * no client id, a closing stop/take-profit on the side of an entry in flight, of a PENDING
+    trade, or (while a broker runs) of a trade opened less than ``in_flight_grace_s`` ago -> that
+    entry's attached SL/TP: left to the execution layer (the broker, or restart recovery, adopts
+    it when it books the entry; two writers would race for the same row);
   * no client id, a closing stop/take-profit on a position the bot holds -> adopted as that
     trade's protective order (the exchange creates these from an entry's attached SL/TP);
   * on a symbol the bot does not trade -> someone trades by hand: reported, never touched;
@@ -30,7 +41,8 @@ Positions (by symbol and side)
 - Exchange size equal to the DB's open trades (plus filled quantity of pending entries): matched.
 - DB trade open, no position: explained when one of the trade's exit orders filled (the stop
   fired while the bot was away): the trade is closed through ``on_trade_closed`` (the execution
-  layer's hook) or, without a hook, minimally here. Otherwise unexplained.
+  layer's hook, which books it and sends the trade's "closed" alert) or, without a hook,
+  minimally here (with an "exit" alert). Otherwise unexplained.
 - A position with no DB trade: on a symbol the bot does not trade, a hand-opened position:
   reported, never touched; on a traded symbol it shares the bot's position and is unexplained.
 - Any other size difference: unexplained.
@@ -51,7 +63,9 @@ The last reading is kept in the KV store, so the rule holds across restarts. Tra
 unexplained rise are alerted; an unexplained drop is unexplained (halts entries) unless
 hand-opened positions exist (then alerted only). A difference beyond the tolerance is re-read
 once after ``balance_settle_s`` seconds first (a fill may be on its way into the database).
-Equity and available margin are reported.
+Equity and available margin are reported. While an order is in flight the wallet is not compared
+(its fee or PnL may be on the exchange and not booked yet) and the baseline is kept: the next run
+compares across it.
 
 Anything unexplained halts entries (state HALTED plus a ``reconciliation`` lock an admin
 lifts) and alerts with the details. When the exchange cannot be read, a
@@ -70,7 +84,7 @@ from decimal import Decimal
 from typing import Any
 
 from bot.config import AppConfig
-from db.models import Order, OrderIntent, OrderStatus, Trade, TradeState
+from db.models import Fill, Order, OrderIntent, OrderStatus, Trade, TradeState
 from engine.exchange.bingx import (
     BingxError,
     BingxRestClient,
@@ -113,6 +127,9 @@ SOURCE = "reconcile"
 TradeClosedHook = Callable[[Trade, list[Order]], Awaitable[None]]
 # Hook for the execution layer: the client order ids whose placement call has not returned yet.
 InFlightPlacements = Callable[[], Collection[str]]
+# Hook for the execution layer: the DB ids of acknowledged orders whose executions the broker still waits
+# for (it books them), or None when no broker runs (nothing is in flight then).
+SettlingOrders = Callable[[], Collection[int] | None]
 
 
 @dataclass
@@ -176,6 +193,16 @@ def _row_position_side(order: Order) -> str:
     return ("LONG" if buys else "SHORT") if order.intent is OrderIntent.ENTRY else ("SHORT" if buys else "LONG")
 
 
+def closed_text(trade: Trade, exits: list[Order]) -> str:
+    """The "closed" alert of a trade booked from exit orders that filled while nobody watched (the broker's format)."""
+    label = "/".join(dict.fromkeys(o.intent.value for o in exits)) or "reconciliation"
+    pnl = Decimal(trade.realized_pnl or 0)
+    risk = Decimal(trade.risk_per_unit or 0) * Decimal(trade.initial_qty or 0)
+    r = pnl / risk if risk > 0 else ZERO
+    return (f"{trade.symbol} {trade.strategy} {trade.side.upper()} closed by {label} (filled while the bot was not "
+            f"watching): pnl {pnl:.4f} ({r:.2f} R)")
+
+
 def _age_s(order: Order, now: datetime) -> float:
     """Seconds since the row last changed (a placement moves it CREATED -> SENT -> UNKNOWN)."""
     stamp = order.updated_at or order.created_at
@@ -189,14 +216,19 @@ class Reconciler:
                  alert: AlertSink | None = None, on_trade_closed: TradeClosedHook | None = None,
                  mode: str | None = None, balance_settle_s: float = 2.0,
                  placements_in_flight: InFlightPlacements | None = None,
-                 in_flight_grace_s: float = IN_FLIGHT_GRACE_S) -> None:
+                 in_flight_grace_s: float = IN_FLIGHT_GRACE_S, orders_settling: SettlingOrders | None = None) -> None:
         """``placements_in_flight``: the broker's placements not yet returned (client order ids). Without
         it the reconciler cannot tell an old unanswered placement from a lost one and never marks such a
-        row rejected; pass ``lambda: ()`` when no broker runs (start-up before trading, a CLI check)."""
+        row rejected; pass ``lambda: ()`` when no broker runs (start-up before trading, a CLI check).
+        ``orders_settling``: the broker's acknowledged orders whose executions it still books (DB ids), None
+        while no broker runs; without it, the entry of a PENDING trade is in flight for ``in_flight_grace_s``."""
         self.client = client
         self.placements_in_flight = placements_in_flight
+        self.orders_settling = orders_settling
         self.in_flight_grace_s = in_flight_grace_s
         self._young: list[Order] = []  # this run's in-flight rows (runs never overlap)
+        self._entering: set[tuple[str, str]] = set()  # this run's (symbol, side) of entries still settling
+        self._broker_running = True  # this run: whether a broker may own rows (False: orders_settling said None)
         self.balance_settle_s = balance_settle_s  # pause before re-reading a wallet that does not add up
         self.config = config
         self.risk = risk
@@ -245,12 +277,11 @@ class Reconciler:
         open_orders = await self.client.open_orders()
 
         db_orders = await Order.filter(mode=self.mode, status__in=WORKING).order_by("id")
-        now = datetime.now(UTC)
-        self._young = [o for o in db_orders
-                       if o.status in UNACKNOWLEDGED and _age_s(o, now) < self.in_flight_grace_s]
-        young_ids = {o.id for o in self._young}
         trades = await Trade.filter(mode=self.mode, state__in=[TradeState.PENDING, TradeState.OPEN,
                                                                 TradeState.CLOSING]).order_by("id")
+        self._young = self._in_flight(db_orders, {t.id for t in trades if t.state is TradeState.PENDING})
+        young_ids = {o.id for o in self._young}
+        self._entering = await self._entries_settling(trades)
         trades_by_id = {t.id: t for t in trades}
         accounted: set[str] = set()  # exchange order ids matched to a DB row
         ex_by_cid = {o.client_order_id: o for o in open_orders if o.client_order_id}
@@ -285,8 +316,45 @@ class Reconciler:
         open_orders = await self.client.open_orders()  # after cancels and adoptions above
         await self._stops(positions, open_orders, report)
 
-        # 5. The wallet, read after every repair above so their fills are booked before it is compared.
-        await self._balance(report)
+        # 5. The wallet, read after every repair above so their fills are booked before it is compared. An
+        # order in flight may have traded with nothing booked yet (the broker books it): the baseline is kept
+        # and the next run compares across it, so the change is neither misread now nor reported twice.
+        if self._young:
+            report.in_flight.append(f"wallet balance: {len(self._young)} order(s) in flight, compared next run")
+        else:
+            await self._balance(report)
+
+    async def _entries_settling(self, trades: list[Trade]) -> set[tuple[str, str]]:
+        """(symbol, side) of entries whose attached SL/TP the execution layer still adopts: an entry in flight,
+        a PENDING trade (the broker, or restart recovery, books it), and, while a broker runs, a trade opened
+        less than ``in_flight_grace_s`` ago (the broker adopts them right after booking the fill)."""
+        entering = {(o.symbol, _row_position_side(o)) for o in self._young if o.intent is OrderIntent.ENTRY}
+        entering |= {(t.symbol, t.side.upper()) for t in trades if t.state is TradeState.PENDING}
+        opened = [t.id for t in trades if t.state is not TradeState.PENDING]
+        if self._broker_running and opened:
+            now = datetime.now(UTC)
+            for o in await Order.filter(trade_id__in=opened, intent=OrderIntent.ENTRY):
+                if _age_s(o, now) < self.in_flight_grace_s:
+                    entering.add((o.symbol, _row_position_side(o)))
+        return entering
+
+    def _in_flight(self, db_orders: list[Order], pending_trades: set[int]) -> list[Order]:
+        """The working rows the running broker owns this run (see the module rule); none when no broker runs."""
+        settling = self.orders_settling() if self.orders_settling is not None else ()
+        self._broker_running = settling is not None
+        if settling is None:
+            return []  # no broker: whoever placed these is gone; each is looked up and brought forward
+        now = datetime.now(UTC)
+        settling_ids = set(settling)
+        young: list[Order] = []
+        for o in db_orders:
+            recent = _age_s(o, now) < self.in_flight_grace_s
+            if o.id in settling_ids or (o.status in UNACKNOWLEDGED and recent):
+                young.append(o)
+            elif (self.orders_settling is None and recent and o.intent is OrderIntent.ENTRY
+                  and o.trade_id in pending_trades):  # type: ignore[attr-defined]  # tortoise FK id
+                young.append(o)  # no hook: an entry of a pending trade may still be settling in the broker
+        return young
 
     async def _balance(self, report: ReconcileReport) -> None:
         balances = await self.client.balance()
@@ -346,6 +414,13 @@ class Reconciler:
                 report.unexplained.append(f"{label}: the DB says {row.status.value} but the exchange has it open")
                 return
         side = _bucket_side(ex)
+        if (not ex.client_order_id and _closing(ex) and (ex.type in STOP_TYPES or ex.type in TP_TYPES)
+                and (ex.symbol, side) in self._entering):
+            # the exchange made it from an entry's attached SL/TP; the entry is still the execution layer's
+            # (in flight, pending, or just booked): the broker or restart recovery adopts it, never both
+            report.in_flight.append(f"order {label}: attached to an entry in flight or pending; left to the "
+                                    "execution layer, checked again next run")
+            return
         owner = next((t for t in trades if t.symbol == ex.symbol and t.side.upper() == side
                       and t.state is not TradeState.PENDING), None)
         if (not ex.client_order_id and _closing(ex) and (ex.type in STOP_TYPES or ex.type in TP_TYPES)
@@ -415,21 +490,75 @@ class Reconciler:
             report.unexplained.append(f"position {symbol} {side}: exchange {have:f}, DB expects {want:f}")
 
     async def _closed_while_away(self, trade: Trade, report: ReconcileReport) -> None:
-        exits = await Order.filter(trade_id=trade.id, intent__in=list(EXIT_INTENTS), status=OrderStatus.FILLED)
-        filled = sum((o.filled_qty for o in exits), ZERO)
         if trade.state is TradeState.PENDING:
             report.order_updates.append(f"trade {trade.id} pending with no position: left to the execution layer")
             return
+        exits = await self._unbooked_exits(trade)
+        filled = sum((o.filled_qty for o in exits), ZERO)
         if not exits or filled <= 0:
             report.unexplained.append(f"trade {trade.id} {trade.symbol} {trade.side} {trade.qty:f} is open in the DB "
                                       "but the exchange has no position and no exit order of it filled")
             return
+        if not self._broker_running:
+            await self._funding_while_away(trade, exits, report)
         if self.on_trade_closed is not None:
             await self.on_trade_closed(trade, list(exits))
         else:
             await self._close_trade_minimal(trade, exits, filled)
         report.trades_closed.append(f"trade {trade.id} {trade.symbol} {trade.side}: closed by "
                                     + ", ".join(f"{o.intent.value} {o.client_order_id}" for o in exits))
+
+    async def _unbooked_exits(self, trade: Trade) -> list[Order]:
+        """The exit orders that executed and are not booked on the trade yet, in the order they executed.
+
+        Any final status counts when the order executed: a take-profit for more than the position left
+        (the partial exit's resize was in flight) fills what is open and ends EXPIRED. Exits booked
+        already (the trade's open quantity went down by them: a partial exit) are left out, so a close
+        never books them twice.
+        """
+        orders = [o for o in await Order.filter(trade_id=trade.id, intent__in=list(EXIT_INTENTS)) if o.filled_qty > 0]
+        last_fill: dict[int, int] = {}
+        for fill in await Fill.filter(order_id__in=[o.id for o in orders]):
+            last_fill[fill.order_id] = max(last_fill.get(fill.order_id, 0), int(fill.time_ms or 0))  # type: ignore[attr-defined]
+        orders.sort(key=lambda o: (last_fill.get(o.id, 0), o.id))
+        booked = max(Decimal(trade.initial_qty or 0) - Decimal(trade.qty or 0), ZERO)
+        unbooked: list[Order] = []
+        for order in orders:
+            if booked >= order.filled_qty:
+                booked -= order.filled_qty
+                continue
+            unbooked.append(order)
+        return unbooked
+
+    async def _funding_while_away(self, trade: Trade, exits: list[Order], report: ReconcileReport) -> None:
+        """Start-up: the funding settled on ``trade`` between its last booked payment and its close while the bot
+        was down (restart recovery books funding on the trades it reopens only). Shared with the symbol's other
+        open trades held at each payment, by quantity; noted once per tranId as recovery notes them."""
+        from engine.execution import funding
+
+        if trade.opened_at is None:
+            return
+        opened = int(trade.opened_at.timestamp() * 1000)
+        since = await funding.booked_since(self.mode, trade.symbol)
+        start = max(since, opened) if since is not None else opened
+        fills = await Fill.filter(order_id__in=[o.id for o in exits])
+        closed = max((int(f.time_ms or 0) for f in fills), default=0) or None
+        records = await self.client.income(trade.symbol, "FUNDING_FEE", start_ms=start, limit=1000)
+        others = [t for t in await Trade.filter(mode=self.mode, symbol=trade.symbol,
+                                                 state__in=[TradeState.OPEN, TradeState.CLOSING]).exclude(id=trade.id)
+                  if t.opened_at is not None and t.qty > 0]
+        for r in sorted(records, key=lambda r: r.time_ms):
+            tran_id = r.tran_id or f"{r.symbol}:{r.time_ms}"
+            if (r.income_type != "FUNDING_FEE" or r.symbol != trade.symbol or r.time_ms < start
+                    or (closed is not None and r.time_ms > closed) or await funding.is_booked(self.mode, tran_id)):
+                continue
+            holders = [trade] + [t for t in others if t.opened_at is not None and int(t.opened_at.timestamp() * 1000) <= r.time_ms]
+            for holder, share in zip(holders, funding.split_by_qty(r.income, [Decimal(h.qty) for h in holders])):
+                holder.funding = Decimal(holder.funding or 0) + share
+                await holder.save(update_fields=["funding", "updated_at"])
+            await funding.note_booked(self.mode, trade.symbol, r.time_ms, "income", tran_id)
+            report.order_updates.append(f"trade {trade.id} {trade.symbol}: funding {r.income:f} settled while away "
+                                        f"booked ({tran_id})")
 
     async def _close_trade_minimal(self, trade: Trade, exits: list[Order], filled: Decimal) -> None:
         """Close the trade from its filled exit orders (gross PnL; fees are the execution layer's)."""
@@ -447,6 +576,9 @@ class Reconciler:
         await trade.save()
         if self.risk is not None:
             await self.risk.on_trade_closed(trade.symbol, trade.strategy, Decimal(trade.realized_pnl))
+        # the trade's own "closed" alert, as a normal close sends one (the run's summary alert is de-duplicated)
+        await emit(self.alert, RiskEvent("exit", f"{trade.symbol} {trade.strategy} {trade.side.upper()} closed",
+                                         closed_text(trade, exits), {"trade_id": trade.id}))
 
     async def _stops(self, positions: list[Position], open_orders: list[ExchangeOrder], report: ReconcileReport) -> None:
         trades = await Trade.filter(mode=self.mode, state__in=[TradeState.OPEN, TradeState.CLOSING]).order_by("id")

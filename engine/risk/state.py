@@ -8,7 +8,8 @@
 
 The newest ``TradingStateRecord`` row rules, so a restart keeps the state, and another
 process (``trading-bot emergency-stop``) can halt a running bot: :meth:`TradingStateStore.current`
-reads the database every time (entries are rare; the read is cheap).
+reads the database every time. The risk manager's entry gate reads it ahead of entries instead
+(``RiskManager.entry_view_ttl_s``), and ``changes`` tells it when a write here made its copy stale.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class TradingStateStore:
 
     def __init__(self, default: TradingState = TradingState.RUNNING) -> None:
         self.default = default
+        self.changes = 0  # bumped by every write through this store (readers holding a copy know it is stale)
 
     async def current(self) -> StateInfo:
         """The state in force (``default`` when no row exists yet)."""
@@ -75,6 +77,7 @@ class TradingStateStore:
         """Record a transition (also when the state is unchanged: the reason may be new)."""
         previous = await self.current()
         row = await TradingStateRecord.create(state=state.value, reason=reason[:255], actor=actor[:64])
+        self.changes += 1  # after the write: a copy read before it completed is stale
         if previous.state is not state:
             log.warning("trading state %s -> %s by %s: %s", previous.state.value, state.value, actor, reason)
         return StateInfo(state, row.reason, row.actor, row.at)
