@@ -189,8 +189,11 @@ async def one_run(file: str, last_index: int, signal_times: list[int], start_ms:
                 continue
             await exchange.clock(action="advance", to_ms=signal_ms + ONE_MINUTE_MS - 1)  # the whole signal candle
             before = len((await _drain(exchange, runtime))["entries_ns"])
-            if time.monotonic() - checkpointed >= 60:  # the worker's db_checkpoint job: a minute apart, between closes
+            if time.monotonic() - checkpointed >= 60:
+                # the worker's db_checkpoint and gc jobs, between signals as the worker runs them between candle closes
+                # (the replay crams hours of market data into each wall-clock minute, so they run every minute here)
                 await checkpoint()
+                freeze_heap()
                 checkpointed = time.monotonic()
             await asyncio.sleep(BUDGET_IDLE_S)
             for _ in range(30):  # trades of the next minute, one frame at a time
