@@ -166,3 +166,44 @@ async def test_approved_entry_counts_once_view_is_read_only_and_shutdown_is_info
         if not stopped:
             await runtime.stop()
         await sim.stop()
+
+
+# -- 6. a gate that fails: no order, and the symbol stays tradable -------------------------------------------
+
+
+async def test_a_failing_gate_sends_nothing_and_blocks_nothing(db_url: str) -> None:
+    data, start_ms = window(2620, 2840)  # the XRP window with a long, then a short
+    sim = simulator(data, start_ms)
+    await sim.start()
+    config = app_config("live", sim, db_url)
+    calls: list[str] = []
+
+    async def gate(request: Any) -> GateDecision:
+        calls.append(request.strategy)
+        if len(calls) == 1:
+            raise RuntimeError("risk store unreadable")
+        return GateDecision(True)
+
+    runtime = TradingRuntime(config, clock_ms=sim.server_time_ms, pre_trade_gate=gate, options=options())
+    try:
+        await runtime.start()
+        assert runtime.broker is not None
+        minutes = 0
+        while not calls and minutes < 220:
+            await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
+            minutes += 1
+        await runtime.wait_idle()
+        # the refused entry is over for the engine and the broker: nothing pending holds its symbol and side
+        assert not runtime.broker.active_trades and not runtime.symbols[SYMBOL].engine.positions
+        while len(calls) < 2 and minutes < 220:
+            await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
+            minutes += 1
+        await runtime.wait_idle()
+        entries = [o for o in sim.state()["orders"] if str(o.get("clientOrderId") or o.get("client_order_id") or "").startswith("en")]
+        assert len(calls) == 2, "the entry after a failed gate call was never tried"
+        assert len(entries) == 1  # the refused one sent nothing; the next one went out
+        refused = await Trade.filter(mode="live").count()
+        assert refused == 1  # no trade row for the refused entry (nothing was stored before the gate said no)
+    finally:
+        await runtime.stop()
+        await sim.stop()
