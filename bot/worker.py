@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -59,81 +58,15 @@ def _is_loopback(url: str | None) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-# Hooks of the entry gate (all optional; without them the gate falls back to the request's own figures):
-ReferencePriceFn = Callable[[str], "float | Decimal | None"]  # symbol -> last trusted market price
-AvailableMarginFn = Callable[[], Awaitable[Decimal]]  # the account's available margin now (raises when unreadable)
-MinimumsFn = Callable[[str], "tuple[Decimal, Decimal]"]  # symbol -> (min_qty, min_notional) of the contract
-ExposuresFn = Callable[[], "list[Any]"]  # the open trades as risk exposures (default: read from the database)
 # How late the entry gate may see a trading-state or lock change written by another process (``emergency-stop``);
 # the ``risk_view`` job re-reads them every second, and changes made in this process apply at once.
 ENTRY_VIEW_TTL_S = 2.5
 
 
-def _dec(value: Any) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(repr(value) if isinstance(value, float) else str(value))
-
-
-def entry_gate(risk: Any, *, reference_price: ReferencePriceFn | None = None, available_margin: AvailableMarginFn | None = None,
-               minimums: MinimumsFn | None = None, exposures: ExposuresFn | None = None) -> Any:
-    """The broker's ``pre_trade_gate`` over ``risk`` (an ``engine.risk.manager.RiskManager``).
-
-    A first check is the full risk gate (``RiskManager.check_order``: an allowed entry counts toward
-    the order-rate cap). The re-check of an entry a human approved (``request.recheck``) sees the
-    state, the protections and the gate rules again, since minutes may have passed, but does not
-    count the order a second time.
-
-    Both see the same proposal: the last trusted price of the symbol (``reference_price``: the
-    absurd-price check compares the entry with it), the account's real available margin
-    (``available_margin``; an unreadable account refuses the entry) and the contract minimums.
-    """
-    from engine.execution.broker import GateDecision as ExecutionDecision
-    from engine.risk.gate import AccountSnapshot, OrderProposal
-
-    leverage = _dec(risk.config.strategies.leverage)
-
-    async def proposal_and_account(request: Any) -> tuple[Any, Any]:
-        reference = reference_price(request.symbol) if reference_price is not None else None
-        min_qty, min_notional = minimums(request.symbol) if minimums is not None else (Decimal(0), Decimal(0))
-        proposal = OrderProposal(symbol=request.symbol, strategy=request.strategy, side=request.side, qty=_dec(request.qty),
-                                 entry_price=_dec(request.entry), stop_price=_dec(request.stop), leverage=leverage,
-                                 min_qty=_dec(min_qty), min_notional=_dec(min_notional),
-                                 reference_price=_dec(reference) if reference else None)
-        equity = _dec(request.equity)
-        margin = await available_margin() if available_margin is not None else equity
-        return proposal, AccountSnapshot(equity, _dec(margin))
-
-    async def gate(request: Any) -> Any:
-        try:
-            proposal, account = await proposal_and_account(request)
-        except Exception as exc:  # never open on an account we cannot read
-            log.warning("entry gate could not read the account: %s: %s", type(exc).__name__, exc, extra={"symbol": request.symbol})
-            return ExecutionDecision(False, f"account: available margin unreadable ({type(exc).__name__})")
-        if getattr(request, "recheck", False):
-            return await _recheck_entry(risk, proposal, account)
-        decision = await risk.check_order(proposal, account, exposures() if exposures is not None else None)
-        return ExecutionDecision(decision.allowed, "" if decision.allowed else f"{decision.rule}: {decision.reason}")
-
-    return gate
-
-
-async def _recheck_entry(risk: Any, proposal: Any, account: Any) -> Any:
-    """``check_order`` without recording the order (it was counted when first allowed)."""
-    from engine.execution.broker import GateDecision as ExecutionDecision
-    from engine.risk.exposure import open_exposures
-    from engine.risk.gate import evaluate
-
-    info = await risk.state.current()
-    if not info.state.allows_entries:
-        return ExecutionDecision(False, f"state: trading is {info.state.value}: {info.reason}")
-    blocking = await risk.protections.blocking(proposal.symbol, proposal.strategy)
-    if blocking:
-        return ExecutionDecision(False, f"protection:{blocking[0].kind}: {blocking[0].describe()}")
-    decision = evaluate(proposal, account, await open_exposures(risk.mode), risk.config.risk, risk.config.strategies)
-    return ExecutionDecision(decision.allowed, "" if decision.allowed else f"{decision.rule}: {decision.reason}")
-
-
 def wire_entry_gate(runtime: Any, risk: Any) -> None:
     """Put ``risk``'s entry gate in front of ``runtime``'s broker, with the runtime's prices, margin and contracts."""
+    from engine.risk.hooks import entry_gate
+
     runtime.pre_trade_gate = entry_gate(risk, reference_price=lambda s: _last_price(runtime, s),
                                         available_margin=lambda: _available_margin(runtime),
                                         minimums=lambda s: _contract_minimums(runtime, s),

@@ -158,12 +158,6 @@ def warm_up(*models: type[Model]) -> None:
         client.executor_class(model=model, db=client)
 
 
-async def insert(model: type[M], **given: Any) -> M:
-    """Insert one row of ``model`` (see :func:`insert_rows`)."""
-    (obj,) = await insert_rows([Row(model, given)])
-    return obj  # type: ignore[return-value]
-
-
 def instance(model: type[M], values: Mapping[str, Any]) -> M:
     """A model object for a stored row whose field values are known (no query): as if it had been fetched."""
     projection = model._meta.fields_db_projection

@@ -11,7 +11,7 @@ from tortoise.exceptions import IntegrityError
 
 from db import models as m
 from db.database import checkpoint
-from db.fast_insert import Ref, Row, insert, insert_rows
+from db.fast_insert import Ref, Row, insert_rows
 
 pytestmark = pytest.mark.usefixtures("db_url")
 
@@ -60,7 +60,7 @@ async def test_rows_equal_what_the_orm_stores_and_are_linked() -> None:
 
 
 async def test_a_failing_row_stores_nothing() -> None:
-    await insert(m.Order, **ORDER, client_order_id="endup1")
+    await insert_rows([Row(m.Order, {**ORDER, "client_order_id": "endup1"})])
     before = (await m.Signal.all().count(), await m.Trade.all().count(), await m.Order.all().count())
     with pytest.raises(IntegrityError):
         await insert_rows([
@@ -70,7 +70,7 @@ async def test_a_failing_row_stores_nothing() -> None:
         ])
     assert (await m.Signal.all().count(), await m.Trade.all().count(), await m.Order.all().count()) == before
     # and the connection is usable afterwards
-    assert (await insert(m.Order, **ORDER, client_order_id="endup2")).id is not None
+    assert (await insert_rows([Row(m.Order, {**ORDER, "client_order_id": "endup2"})]))[0].id is not None
 
 
 async def test_bad_rows_are_refused_before_anything_is_written() -> None:

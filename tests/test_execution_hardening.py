@@ -111,7 +111,8 @@ async def test_restart_books_the_real_fee_of_an_entry_filled_while_down(db_url: 
 
 
 async def test_approved_entry_counts_once_view_is_read_only_and_shutdown_is_info(db_url: str, caplog: Any) -> None:
-    from bot.worker import Worker, entry_gate
+    from bot.worker import Worker
+    from engine.risk.hooks import entry_gate
     from engine.risk.manager import RiskManager
 
     data, start_ms = window(2620, 2680)

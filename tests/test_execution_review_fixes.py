@@ -471,7 +471,7 @@ def _request(**changes: Any) -> Any:
 
 @pytest.mark.parametrize("recheck", [False, True])
 async def test_entry_gate_checks_price_margin_and_minimums(db_url: str, recheck: bool) -> None:
-    from bot.worker import entry_gate
+    from engine.risk.hooks import entry_gate
     from engine.risk.manager import RiskManager
 
     sim = simulator(*window(2620, 2622))  # only for a valid configuration; nothing is started

@@ -1453,8 +1453,8 @@ class ExecutionBroker:
     # -- signals --------------------------------------------------------------------------------------
 
     async def _signal_row(self, signal: Any, fate: SignalFate, reason: str) -> Signal:
-        # a plain look-up then insert, not get_or_create (its savepoint costs two more DB round trips on the
-        # order path): every signal write runs on this broker's single worker, so nothing can insert in between
+        # a plain look-up then insert, not get_or_create (no savepoint needed): every signal write runs on this
+        # broker's single worker, so nothing can insert in between
         values = self._signal_values(signal, fate, reason)
         row = await Signal.filter(symbol=values["symbol"], strategy=values["strategy"], candle_time_ms=values["candle_time_ms"],
                                   mode=values["mode"]).first()

@@ -122,6 +122,17 @@ class LiveVenue:
                     return balance.balance
         return ZERO
 
+    async def available_margin(self) -> Decimal:
+        """The margin asset's available margin (USDT, or VST on the demo account); raises when there is none."""
+        balances = await self.rest.balance()
+        for balance in balances:
+            if self.quote_asset is not None and balance.asset == self.quote_asset:
+                return balance.available_margin
+        for balance in balances:  # no quote asset configured (production): the margin asset with money in it
+            if balance.asset in ("USDT", "USDC") and (balance.balance != 0 or len(balances) == 1):
+                return balance.available_margin
+        raise LookupError("no margin asset in the balance")
+
     async def position_qty(self, symbol: str, position_side: str) -> Decimal:
         """Size of the hedge position on BingX."""
         for position in await self.rest.positions(symbol):

@@ -17,7 +17,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from db.fast_insert import Ref, Row, insert_rows
+from db.fast_insert import Ref, Row
 
 from db.models import Trade, TradeExit, TradeState
 from engine.trading.positions import ExitRecord
@@ -63,18 +63,10 @@ class TradeStore:
     def _ctx(self, trade: Trade) -> dict[str, Any]:
         return {"mode": self.mode, "symbol": trade.symbol, "strategy": trade.strategy, "trade_id": trade.id}
 
-    async def create_pending(self, *, symbol: str, strategy: str, side: str, qty: Decimal, stop: float, target: float,
-                             risk_per_unit: float, signal_id: int | None, management: dict[str, Any]) -> Trade:
-        """A new PENDING trade (the signal's levels until the fill replans them)."""
-        trade = (await insert_rows([self.pending_row(symbol=symbol, strategy=strategy, side=side, qty=qty, stop=stop,
-                                                     target=target, risk_per_unit=risk_per_unit, signal_id=signal_id,
-                                                     management=management)]))[0]
-        assert isinstance(trade, Trade)
-        return trade
-
     def pending_row(self, *, symbol: str, strategy: str, side: str, qty: Decimal, stop: float, target: float,
                     risk_per_unit: float, signal_id: int | Ref | None, management: dict[str, Any]) -> Row:
-        """The row :meth:`create_pending` writes, for a caller that commits it with others (the entry path)."""
+        """A new PENDING trade (the signal's levels until the fill replans them), as a row the entry path commits
+        together with its signal and its order intent."""
         return Row(Trade, {
             "symbol": symbol, "strategy": strategy, "side": side, "state": TradeState.PENDING, "mode": self.mode,
             "signal_id": signal_id, "initial_qty": qty, "qty": ZERO, "initial_stop": dec(stop), "stop": dec(stop),

@@ -202,7 +202,7 @@ class TradingRuntime:
         await self.broker.start()
         await self.broker.prepare_symbols(list(config.symbols))
         if self.live is not None:
-            self.margin = MarginCache(self._exchange_available_margin)
+            self.margin = MarginCache(self.live.available_margin)
             self.margin.invalidate()  # read it now, in the background: the first entry finds it ready
             self.live.set_update_callback(self._on_order_update)  # in front of the broker: margin first
             self.tracker = OrderTracker(self.live, fast_poll_s=opts.fast_poll_s, slow_poll_s=opts.slow_poll_s,
@@ -320,19 +320,6 @@ class TradingRuntime:
             return
         if self.recovery.restored or not self.recovery.ok:
             logger.warning("[%s] %s", self.mode.upper(), self.recovery.summary(), extra=self._extra())
-
-    async def _exchange_available_margin(self) -> Decimal:
-        """The margin asset's available margin on the exchange (USDT, or VST on the demo account)."""
-        assert self.live is not None
-        balances = await self.rest.balance()
-        quote = self.live.quote_asset
-        for balance in balances:
-            if quote is not None and balance.asset == quote:
-                return balance.available_margin
-        for balance in balances:  # no quote asset configured (production): the margin asset with money in it
-            if balance.asset in ("USDT", "USDC") and (balance.balance != 0 or len(balances) == 1):
-                return balance.available_margin
-        raise LookupError("no margin asset in the balance")
 
     async def _on_order_update(self, update: Any) -> None:
         assert self.broker is not None
