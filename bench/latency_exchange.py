@@ -2,9 +2,13 @@
 
 ``bench/bench_latency.py`` starts this script, so the simulator's own work (encoding and gzip'ing
 frames, parsing HTTP, checking signatures, matching) runs on another core, as a real exchange's
-does on another machine, and is not charged to the bot. Two timestamps are taken here with
-``time.perf_counter_ns`` (CLOCK_MONOTONIC, one clock for every process of the machine): when the
-simulator publishes a trade frame, and when its matching engine receives an entry order.
+does on another machine, and is not charged to the bot. Timestamps are taken here with
+``time.perf_counter_ns`` (CLOCK_MONOTONIC, one clock for every process of the machine):
+
+- a market frame: when the simulator publishes it (before encoding and gzip) and when its bytes are
+  written to the bot's socket (``send_bytes`` has handed them to the transport);
+- an entry order: when its first bytes reach the HTTP server's protocol (``data_received``, before
+  any parsing), when the REST handler gets the parsed request, and when the matching engine gets it.
 
 A second HTTP server on 127.0.0.1 (``/_bench/``) lets the benchmark drive the replay:
 
@@ -12,9 +16,10 @@ A second HTTP server on 127.0.0.1 (``/_bench/``) lets the benchmark drive the re
     Publish the next trade D ms from now and answer at once, so no control traffic reaches the
     bot while it reacts to the frame.
 ``GET /_bench/probe``
-    ``{"publishes_ns", "entries_ns", "last_trade_ms", "server_time_ms", "stepping"}``: when the last
-    frames were published (trade and kline frames of a step, and the kline snapshots the simulator
-    pushes every second of wall time), when each entry order arrived.
+    ``{"publishes_ns", "written_ns", "wire_in_ns", "received_ns", "entries_ns", "last_trade_ms",
+    "server_time_ms", "stepping"}``: the frame and order timestamps above (``written_ns`` maps a
+    frame's publish time to its write time; frames are the trade and kline frames of a step and the
+    kline snapshots the simulator pushes every second of wall time).
 
 The simulator's own admin API (``/_sim/clock``) advances the replay between samples.
 
@@ -27,6 +32,7 @@ import argparse
 import asyncio
 import gc
 import os
+import re
 import signal
 import sys
 import time
@@ -34,7 +40,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,29 +48,55 @@ sys.path.insert(0, str(ROOT))
 from engine.market.candle import read_candles_csv  # noqa: E402
 from engine.simulator import MarketSpec, SimulatorServer  # noqa: E402
 from engine.simulator.rest import RestApi  # noqa: E402
+from engine.simulator.ws import Connection  # noqa: E402
 
 MARKET = ROOT.parent / "shared" / "data" / "market"
 READY = "LATENCY EXCHANGE READY"
+WRITES_KEPT = 256
+
+
+# the request line of an entry placement: POST .../trade/order?...clientOrderId=en... (either spelling of the key)
+_ENTRY_REQUEST = re.compile(rb"POST [^ ?]*/trade/order\?[^ ]*clientOrderI[dD]=en", re.IGNORECASE)
 
 
 def _is_entry(client_order_id: str) -> bool:
     return client_order_id.lower().startswith("en")  # the bot's entry ids (new_client_order_id("en"))
 
 
+class _StampedFrame(bytes):
+    """A published frame that remembers when it was published (to pair it with its socket write)."""
+
+    published_ns: int
+
+
 class Probe:
-    """Timestamps of the simulator's published frames and of the entry orders it receives."""
+    """Timestamps of the simulator's frames and of the entry orders it receives.
+
+    Per frame: when the simulator published it (before encoding and gzip) and when its bytes were
+    written to the bot's socket. Per entry order: when its first bytes reached the HTTP server's
+    protocol (before any parsing), when the REST handler got the parsed request, and when the
+    matching engine got it (after the simulator's checks).
+    """
 
     received_ns: list[int] = []  # an entry's request reached the REST handler (class-level: set before start)
+    wire_in_ns: list[int] = []  # an entry's first bytes reached the server protocol (class-level, like received_ns)
 
     def __init__(self, sim: SimulatorServer) -> None:
-        self.publishes_ns: deque[int] = deque(maxlen=256)
+        self.publishes_ns: deque[int] = deque(maxlen=WRITES_KEPT)
+        self.written_ns: dict[int, int] = {}  # publish time -> when the frame was written to the socket
         self.entries_ns: list[int] = []
         publish = sim.hub.publish
         place = sim.engine.place
+        publishing: list[int] = []
 
         def timed_publish(topic: str, payload: dict[str, Any]) -> None:
-            self.publishes_ns.append(time.perf_counter_ns())
-            publish(topic, payload)
+            now = time.perf_counter_ns()
+            self.publishes_ns.append(now)
+            publishing.append(now)
+            try:
+                publish(topic, payload)
+            finally:
+                publishing.pop()
 
         def timed_place(params: dict[str, str], *args: Any, **kwargs: Any) -> Any:
             cid = params.get("clientOrderID") or params.get("clientOrderId") or ""
@@ -72,14 +104,37 @@ class Probe:
                 self.entries_ns.append(time.perf_counter_ns())
             return place(params, *args, **kwargs)
 
+        queue_frame = Connection.send
+
+        def stamped_send(conn: Connection, frame: bytes) -> None:
+            if publishing:  # a market frame: tag it, and time the socket writes of its connection
+                frame = _StampedFrame(frame)
+                frame.published_ns = publishing[-1]
+                if not getattr(conn.ws, "_bench_timed", False):
+                    conn.ws.send_bytes = self._timed_send(conn.ws.send_bytes)  # type: ignore[method-assign]
+                    conn.ws._bench_timed = True  # type: ignore[attr-defined]
+            queue_frame(conn, frame)
+
         # instance attributes shadow the bound methods: the hub and the REST layer look them up per call
         sim.hub.publish = timed_publish  # type: ignore[method-assign]
         sim.engine.place = timed_place  # type: ignore[method-assign]
+        Connection.send = stamped_send  # type: ignore[method-assign]
+
+    def _timed_send(self, send_bytes: Any) -> Any:
+        async def timed(data: bytes, *args: Any, **kwargs: Any) -> None:
+            await send_bytes(data, *args, **kwargs)  # aiohttp hands the frame to the transport before it returns
+            if isinstance(data, _StampedFrame):
+                self.written_ns.setdefault(data.published_ns, time.perf_counter_ns())
+                if len(self.written_ns) > 2 * WRITES_KEPT:  # only the last few frames matter, as for publishes_ns
+                    for key in sorted(self.written_ns)[:-WRITES_KEPT]:
+                        del self.written_ns[key]
+        return timed
 
 
 def time_rest_receipt() -> None:
-    """Timestamp each entry request as the REST handler gets it (before the simulator checks and matches it)."""
+    """Timestamp each entry request as its bytes arrive and as the REST handler gets it."""
     dispatch = RestApi.dispatch
+    data_received = web_protocol.RequestHandler.data_received
 
     async def timed_dispatch(self: RestApi, request: web.Request) -> web.StreamResponse:
         if request.method == "POST" and request.path.endswith("/trade/order") and _is_entry(
@@ -87,7 +142,14 @@ def time_rest_receipt() -> None:
             Probe.received_ns.append(time.perf_counter_ns())
         return await dispatch(self, request)
 
+    def timed_data_received(self: web_protocol.RequestHandler, data: bytes) -> None:
+        now = time.perf_counter_ns()
+        if data.startswith(b"POST ") and _ENTRY_REQUEST.match(data):
+            Probe.wire_in_ns.append(now)
+        data_received(self, data)
+
     RestApi.dispatch = timed_dispatch  # type: ignore[method-assign]
+    web_protocol.RequestHandler.data_received = timed_data_received  # type: ignore[method-assign]
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -120,7 +182,8 @@ async def serve(args: argparse.Namespace) -> None:
 
     async def state(request: web.Request) -> web.Response:
         return web.json_response({"publishes_ns": list(probe.publishes_ns), "entries_ns": probe.entries_ns,
-                                  "received_ns": Probe.received_ns,
+                                  "received_ns": Probe.received_ns, "wire_in_ns": Probe.wire_in_ns,
+                                  "written_ns": probe.written_ns,
                                   "last_trade_ms": market.last_trade_ms, "server_time_ms": sim.server_time_ms(),
                                   "stepping": bool(stepping)})
 

@@ -5,7 +5,7 @@ figures into ``bench/results.json``; this script then reads them back and prints
 figure: median, spread (min-max over the runs), target, pass/fail. The exit code is 0 even when a
 figure misses its target (the table says so); it is non-zero only when a benchmark fails to run.
 
-    .venv/bin/python bench/run_all.py            # full (~6-8 minutes on 2 cores)
+    .venv/bin/python bench/run_all.py            # full (~12 minutes on 2 cores)
     .venv/bin/python bench/run_all.py --quick    # fewer runs/samples (~3 minutes)
 """
 
@@ -44,6 +44,14 @@ def rows(data: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
             spread = f"{per_run['min']:.2f}-{per_run['max']:.2f} (run p50s)" if key == "p50_ms" else "-"
             out.append((f"{label} (ms, {lat['samples']} entries of {lat['runs']} runs)", f"{lat[key]:.2f}", spread,
                         f"<= {target}" if target else "-", target is None or lat[key] <= target))
+        handler = lat.get("publish_to_rest_handler")
+        if handler:  # the same entries from the simulator's publish to its REST handler: the figure sessions 1-2 gave
+            out.append(("  same entries, publish -> REST handler p50 / p99 (ms)", f"{handler['p50_ms']:.2f} / {handler['p99_ms']:.2f}",
+                        "-", "-", True))
+    floor = data.get("latency_floor")
+    if floor:  # the loopback and the libraries alone, no bot logic (bench/latency_floor.py)
+        out.append((f"  floor: same loopback, no bot logic, p50 / p99 (ms, {floor['samples']} frames)",
+                    f"{floor['p50_ms']:.2f} / {floor['p99_ms']:.2f}", "-", "-", True))
     feed = data.get("feed", {}).get("frames")
     if feed:
         out.append(("feed: gzip'd frames -> candles+indicators (frames/s)", f"{feed['median_frames_per_s']:,}",
@@ -84,6 +92,7 @@ def main() -> int:
     if not args.table_only:
         runs = "3"
         run("bench_latency.py", "--runs", runs, "--signals", "20" if args.quick else "40")
+        run("latency_floor.py", "--frames", "20" if args.quick else "40")
         run("bench_feed.py", "--runs", runs, *(["--candles", "10000"] if args.quick else []))
         run("bench_backtest.py", "--runs", runs)
         run("bench_memory.py", "--runs", "1" if args.quick else runs, "--seconds", "60")
