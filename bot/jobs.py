@@ -12,7 +12,7 @@
 | ``daily`` | 00:00 UTC | the day's ``DailyMetric`` row and the ``daily_summary`` alert |
 | ``outbox`` | every 30 s | alert outbox flush (when a publisher is wired) |
 | ``gc`` | every 10 min at :30 s | full garbage collection, then the heap frozen (``bot.gc_tuning``), away from candle closes |
-| ``db_checkpoint`` | every minute at :30 s | SQLite's WAL copied into the database file (``db.database.checkpoint``), never inside an order's commit |
+| ``db_checkpoint`` | every minute at :30 s | SQLite's WAL copied into the database file and started over (``db.database.checkpoint``), never inside an order's commit |
 | ``housekeeping`` | 03:30 UTC | old rotated logs, old equity samples and delivered alerts deleted |
 """
 

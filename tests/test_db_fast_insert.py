@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,3 +113,24 @@ async def test_commits_never_checkpoint_the_wal_the_job_does(db_url: str) -> Non
         await insert_rows([Row(m.KeyValue, {"key": f"k{batch}-{i}", "value": {"v": page}}) for i in range(100)])
     wal_pages, copied = await checkpoint()  # type: ignore[misc]
     assert wal_pages > 1000 and copied == wal_pages  # no commit checkpointed on its own; this call copied it all
+
+
+def _wal_restarts(db_url: str) -> int:
+    """The WAL header's checkpoint sequence number: it goes up each time a commit starts the WAL over."""
+    wal = Path(db_url[len("sqlite://"):].split("?", 1)[0] + "-wal")
+    return struct.unpack(">I", wal.read_bytes()[12:16])[0]
+
+
+async def test_the_order_commit_after_a_checkpoint_does_not_restart_the_wal(db_url: str) -> None:
+    """Starting the WAL over fdatasyncs its header: 5-10 ms measured inside an entry's commit, the first one
+    after each checkpoint. The checkpoint job starts it over itself, so the order's commit only appends."""
+    if not db_url.startswith("sqlite"):
+        return
+    for i in range(5):
+        await insert_rows([Row(m.KeyValue, {"key": f"before-{i}", "value": {"v": i}})])
+    wal_pages, copied = await checkpoint()  # type: ignore[misc]
+    assert wal_pages > 0 and copied == wal_pages
+    restarts = _wal_restarts(db_url)
+    await insert_rows([Row(m.Trade, TRADE), Row(m.Order, {**ORDER, "client_order_id": "enafter", "trade_id": Ref(0)})])
+    assert _wal_restarts(db_url) == restarts  # the entry appended to the WAL the job had already started over
+    assert await m.Order.filter(client_order_id="enafter").count() == 1
