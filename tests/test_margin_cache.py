@@ -97,3 +97,43 @@ async def test_an_unreadable_account_raises_so_the_gate_refuses() -> None:
         await cache.get()
     account.fail = False
     assert await cache.get() == Decimal(1000)
+
+
+async def test_kept_fresh_between_signals_without_any_account_event() -> None:
+    """Signals minutes apart: the value is re-read in the background before it expires, never at the entry."""
+    account = Account()
+    cache = MarginCache(account.read, max_age_s=0.3, settle_s=30)
+    cache.keep_fresh(0.1)
+    await asyncio.sleep(0.05)
+    assert account.reads == 1  # read at once
+    for _ in range(8):  # 0.8 s: more than twice the age limit, with no event that would trigger a read
+        await asyncio.sleep(0.1)
+        assert cache.fresh
+    reads = account.reads
+    assert reads >= 5
+    account.margin = Decimal(700)  # unrealised PnL moved it: no event, the next background read sees it
+    await asyncio.sleep(0.25)
+    before_entry = account.reads
+    assert await cache.get() == Decimal(700) and account.reads == before_entry  # the entry waited for nothing
+    await cache.close()
+    await asyncio.sleep(0.3)
+    assert account.reads == before_entry  # closed: no more reads
+
+
+async def test_keep_fresh_survives_failed_reads() -> None:
+    account = Account()
+    account.fail = True
+    cache = MarginCache(account.read, max_age_s=0.3, settle_s=30)
+    cache.keep_fresh(0.05)
+    await asyncio.sleep(0.2)
+    assert not cache.fresh and account.reads >= 2  # it kept trying, and nothing pretends to know the margin
+    account.fail = False
+    await asyncio.sleep(0.12)
+    assert cache.fresh and await cache.get() == Decimal(1000)
+    await cache.close()
+
+
+def test_keep_fresh_refuses_a_period_that_lets_the_value_expire() -> None:
+    cache = MarginCache(Account().read, max_age_s=10)
+    with pytest.raises(ValueError):
+        cache.keep_fresh(10)

@@ -4,9 +4,11 @@ The entry gate checks the margin left after an order (``risk.min_free_margin_pct
 exchange at that moment puts a REST round trip (tens of milliseconds to BingX) between a closed
 candle and the order. Instead the value is read ahead of time and re-read soon after anything that
 can change it: every account-stream event and every order update marks it stale and schedules a
-read (bursts coalesce), and it also goes stale with age. The gate waits for a read only when the
-value is stale, so the figure it sees is never older than the last known change; the exchange's
-own margin check still stands behind it.
+read (bursts coalesce). It also goes stale with age (unrealised PnL moves it without an event), so
+:meth:`MarginCache.keep_fresh` re-reads it in the background well before that: signals come
+minutes apart, and without it nearly every entry would find the value expired and wait for a read.
+The gate waits for a read only when the value is stale, so the figure it sees is never older than
+the last known change; the exchange's own margin check still stands behind it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_AGE_S = 15.0
 DEFAULT_SETTLE_S = 0.2  # after an event, wait this long for the rest of its burst before reading
+DEFAULT_REFRESH_EVERY_S = 5.0  # keep_fresh: a third of the age limit, so a read failing twice still leaves time
 
 
 class MarginCache:
@@ -39,6 +42,7 @@ class MarginCache:
         self._reading: asyncio.Task[Decimal] | None = None
         self._reading_generation = -1
         self._scheduled: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
 
     @property
     def fresh(self) -> bool:
@@ -59,6 +63,22 @@ class MarginCache:
         if self._scheduled is None or self._scheduled.done():
             self._scheduled = asyncio.get_running_loop().create_task(self._refresh_soon(), name="margin-refresh")
 
+    def keep_fresh(self, every_s: float = DEFAULT_REFRESH_EVERY_S) -> None:
+        """Re-read in the background whenever the value is ``every_s`` old, so an entry finds it fresh."""
+        if not 0 < every_s < self.max_age_s:
+            raise ValueError(f"every_s must be between 0 and max_age_s ({self.max_age_s}), got {every_s}")
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.get_running_loop().create_task(self._keep_fresh(every_s), name="margin-keep-fresh")
+
+    async def _keep_fresh(self, every_s: float) -> None:
+        while True:
+            age = self._clock() - self._read_at
+            if self._value is not None and age < every_s:
+                await asyncio.sleep(every_s - age)  # read recently (after an event, or by the gate): not yet
+                continue
+            await self._refresh_logged()
+            await asyncio.sleep(every_s)
+
     async def refresh(self) -> Decimal:
         """Read the exchange now; a read already under way is joined when it started after the last change."""
         wanted = self._generation
@@ -76,6 +96,9 @@ class MarginCache:
 
     async def _refresh_soon(self) -> None:
         await asyncio.sleep(self.settle_s)
+        await self._refresh_logged()
+
+    async def _refresh_logged(self) -> None:
         try:
             await self.refresh()
         except asyncio.CancelledError:
@@ -85,7 +108,7 @@ class MarginCache:
 
     async def close(self) -> None:
         """Cancel the background reads."""
-        tasks = [t for t in (self._scheduled, self._reading) if t is not None and not t.done()]
+        tasks = [t for t in (self._scheduled, self._reading, self._keeper) if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -204,6 +204,7 @@ class TradingRuntime:
         if self.live is not None:
             self.margin = MarginCache(self.live.available_margin)
             self.margin.invalidate()  # read it now, in the background: the first entry finds it ready
+            self.margin.keep_fresh()  # and keep it from expiring between signals minutes apart
             self.live.set_update_callback(self._on_order_update)  # in front of the broker: margin first
             self.tracker = OrderTracker(self.live, fast_poll_s=opts.fast_poll_s, slow_poll_s=opts.slow_poll_s,
                                         fill_grace_s=opts.fill_grace_s, on_funding=self.broker.on_funding,
