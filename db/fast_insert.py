@@ -20,7 +20,7 @@ is aiosqlite's ``Connection._execute`` (the one primitive behind all of its publ
 tortoise transaction with a statement per row.
 
 The returned objects are built the way tortoise builds rows it reads (``Model._init_from_db``),
-without another query.
+without another query, and only when read (:class:`StoredRows`).
 """
 
 from __future__ import annotations
@@ -92,6 +92,20 @@ class _Prepared:
                 for name, v in ((name, self.python[name]) for name in self.columns)]
 
 
+# (backend class, connection name, model) -> (insert statement, its columns): building tortoise's executor
+# for them costs more per row than converting the row's values, so the order path reads them from here
+_STATEMENTS: dict[tuple[type, str, type[Model]], tuple[str, list[str]]] = {}
+
+
+def _statement(conn: BaseDBAsyncClient, model: type[Model]) -> tuple[str, list[str]]:
+    key = (type(conn), conn.connection_name, model)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        executor = conn.executor_class(model=model, db=conn)
+        statement = _STATEMENTS[key] = (executor.insert_query, executor.regular_columns)
+    return statement
+
+
 def _prepare(conn: BaseDBAsyncClient, rows: Sequence[Row]) -> list[_Prepared]:
     now = datetime.now(timezone.utc)
     prepared = []
@@ -99,9 +113,8 @@ def _prepare(conn: BaseDBAsyncClient, rows: Sequence[Row]) -> list[_Prepared]:
         for value in row.values.values():
             if isinstance(value, Ref) and not 0 <= value.index < i:
                 raise ValueError(f"row {i} refers to row {value.index}: only earlier rows can be referred to")
-        executor = conn.executor_class(model=row.model, db=conn)
-        prepared.append(_Prepared(row.model, executor.insert_query, executor.regular_columns,
-                                  _python_values(row.model, row.values, executor.regular_columns, now)))
+        sql, columns = _statement(conn, row.model)
+        prepared.append(_Prepared(row.model, sql, columns, _python_values(row.model, row.values, columns, now)))
     return prepared
 
 
@@ -123,10 +136,38 @@ def _sqlite_transaction(raw: sqlite3.Connection, prepared: list[_Prepared]) -> l
     return ids
 
 
-async def insert_rows(rows: Sequence[Row]) -> list[Model]:
+class StoredRows(Sequence[Model]):
+    """The rows of one :func:`insert_rows` call, as model objects built on first access (``ids`` at once).
+
+    Building a model object costs about as much as converting its row, so the order path builds only
+    the ones it reads (the trade and the order, not the signal and the order's events).
+    """
+
+    def __init__(self, prepared: list[_Prepared], ids: list[int]) -> None:
+        self._prepared = prepared
+        self.ids = ids
+        self._built: dict[int, Model] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self.ids))[index]]
+        index = range(len(self.ids))[index]  # negative indexes; IndexError when out of range
+        built = self._built.get(index)
+        if built is None:
+            row, ids = self._prepared[index], self.ids
+            values = {name: ids[v.index] if isinstance(v, Ref) else v for name, v in row.python.items()}
+            values[row.model._meta.pk_attr] = ids[index]
+            built = self._built[index] = instance(row.model, values)
+        return built
+
+
+async def insert_rows(rows: Sequence[Row]) -> StoredRows:
     """Insert ``rows`` atomically (all or none); returns them as model objects with their ids."""
     if not rows:
-        return []
+        return StoredRows([], [])
     client = connections.get(rows[0].model._meta.default_connection)
     prepared = _prepare(client, rows)
     if isinstance(client, SqliteClient) and not isinstance(client, TransactionalDBClient):
@@ -143,19 +184,13 @@ async def insert_rows(rows: Sequence[Row]) -> list[Model]:
             for row in prepared:
                 result = await conn.execute_insert(row.sql, row.db_values(ids))
                 ids.append(result if isinstance(result, int) else result[row.model._meta.pk_attr])
-    objects = []
-    for row, pk in zip(prepared, ids):
-        values = {name: ids[v.index] if isinstance(v, Ref) else v for name, v in row.python.items()}
-        values[row.model._meta.pk_attr] = pk
-        objects.append(instance(row.model, values))
-    return objects
+    return StoredRows(prepared, ids)
 
 
 def warm_up(*models: type[Model]) -> None:
-    """Build the insert statements of ``models`` now (tortoise caches them), so the first order does not."""
+    """Build the insert statements of ``models`` now, so the first order does not."""
     for model in models:
-        client = connections.get(model._meta.default_connection)
-        client.executor_class(model=model, db=client)
+        _statement(connections.get(model._meta.default_connection), model)
 
 
 def instance(model: type[M], values: Mapping[str, Any]) -> M:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.exchange.bingx.orders import OrderRequest, TriggerSpec
 from engine.exchange.bingx.signing import (
@@ -146,3 +148,23 @@ def test_urls_prod_vst_and_overrides() -> None:
         "http://127.0.0.1:1", "ws://127.0.0.1:1/swap-market")
     assert account_stream_url("wss://h/swap-market", "abc") == "wss://h/swap-market?listenKey=abc"
     assert account_stream_url("ws://h/x?a=1", "k") == "ws://h/x?a=1&listenKey=k"
+
+
+@given(st.text())
+def test_percent_encoding_is_exactly_quote_with_nothing_safe(text: str) -> None:
+    """The fast encoder (issue 10) must produce the very bytes ``quote(text, safe="")`` does, or signatures break."""
+    try:
+        expected = quote(text, safe="")
+    except UnicodeEncodeError:  # lone surrogates cannot be sent at all
+        with pytest.raises(UnicodeEncodeError):
+            encode_value(text)
+        return
+    assert encode_value(text) == expected
+
+
+@given(st.text())
+def test_json_strings_match_the_escaping_rules(text: str) -> None:
+    """Quote, backslash and control characters escaped, everything else as it is (the fast path included)."""
+    encoded = compact_json(text)
+    assert json.loads(encoded) == text
+    assert all(ord(ch) >= 0x20 for ch in encoded)

@@ -205,7 +205,8 @@ class BingxRestClient:
         if self._session is None or self._session.closed:
             if not self._owns_session:
                 raise RuntimeError("the shared aiohttp session passed to BingxRestClient is closed")
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            # BingX sets no cookies this client needs; without a jar no request filters cookies (order path, issue 10)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     @property

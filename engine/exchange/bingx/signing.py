@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Iterable, Mapping
-from urllib.parse import quote
 
 # Characters that would make the raw signed text ambiguous once the server splits the query.
 _FORBIDDEN_IN_VALUES = frozenset("&=#?\r\n")
+_FORBIDDEN_RE = re.compile("[" + re.escape("".join(sorted(_FORBIDDEN_IN_VALUES))) + "]")
+# Text that percent-encoding leaves as it is (RFC 3986 unreserved) and JSON strings that need no escape:
+# most values are like that, and the checks are far cheaper than quote() / the escaping loop (issue 10)
+_UNRESERVED_RE = re.compile(r"[A-Za-z0-9_.~-]*")
+_PERCENT_ENCODED = [chr(b) if _UNRESERVED_RE.fullmatch(chr(b)) else f"%{b:02X}" for b in range(256)]  # byte -> its text
+_JSON_ESCAPED_RE = re.compile(r'["\\\x00-\x1f]')  # what _json_string escapes: quote, backslash, control chars
 
 
 class SigningValueError(ValueError):
@@ -60,6 +66,8 @@ def compact_json(value: Any) -> str:
 
 
 def _json_string(text: str) -> str:
+    if not _JSON_ESCAPED_RE.search(text):
+        return f'"{text}"'
     out = ['"']
     for ch in text:
         if ch == '"':
@@ -92,8 +100,8 @@ def to_wire(value: Any) -> str:
         text = compact_json(value)
     else:
         raise SigningValueError(f"unsupported parameter type {type(value).__name__}")
-    bad = _FORBIDDEN_IN_VALUES.intersection(text)
-    if bad:
+    if _FORBIDDEN_RE.search(text):
+        bad = _FORBIDDEN_IN_VALUES.intersection(text)
         raise SigningValueError(f"parameter value contains forbidden characters {sorted(bad)!r}")
     return text
 
@@ -111,7 +119,9 @@ def sign(payload: str, secret: str) -> str:
 
 def encode_value(text: str) -> str:
     """Percent-encode a value's UTF-8 bytes, keeping only RFC 3986 unreserved characters."""
-    return quote(text, safe="")
+    if _UNRESERVED_RE.fullmatch(text):
+        return text
+    return "".join(map(_PERCENT_ENCODED.__getitem__, text.encode("utf-8")))  # quote(text, safe=""), a third of its time
 
 
 @dataclass(frozen=True, slots=True)
