@@ -1,17 +1,21 @@
 """Execution hardening: manager restore, the broker's read-only view, the entry fee of an entry filled while
-the bot was down, one order-rate count per approved entry, a quiet normal shutdown."""
+the bot was down, one order-rate count per approved entry, a quiet normal shutdown, a gate or an intent
+write that fails."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from db.kv import kv_get
-from db.models import Fill, Order, OrderIntent, Trade, TradeState
+from tortoise import connections
+
+from db.models import Fill, Order, OrderIntent, Signal, SignalFate, Trade, TradeState
 from engine.execution.broker import GateDecision, TradeView
 from engine.execution.runtime import TradingRuntime
 from engine.trading.manager import ExitIntent, StopMove, TradeManager
@@ -30,6 +34,20 @@ from tests.execution_sim import (
 pytestmark = pytest.mark.timeout(120)
 
 STEP = Decimal("0.001")
+
+
+async def _replay_until(sim: Any, runtime: TradingRuntime, start_ms: int, minutes: int, done: Callable[[], bool]) -> int:
+    """Replay minute by minute from ``minutes`` until ``done()`` or the window's end; returns the minutes replayed."""
+    while not done() and minutes < 220:
+        await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
+        minutes += 1
+    await runtime.wait_idle()
+    return minutes
+
+
+def _entry_orders(sim: Any) -> list[dict[str, Any]]:
+    """The entry orders the simulator received (client order ids ``en...``)."""
+    return [o for o in sim.state()["orders"] if str(o.get("clientOrderId") or o.get("client_order_id") or "").startswith("en")]
 
 
 # -- 1. TradeManager.restore -----------------------------------------------------------------------
@@ -189,22 +207,75 @@ async def test_a_failing_gate_sends_nothing_and_blocks_nothing(db_url: str) -> N
     try:
         await runtime.start()
         assert runtime.broker is not None
-        minutes = 0
-        while not calls and minutes < 220:
-            await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
-            minutes += 1
-        await runtime.wait_idle()
+        minutes = await _replay_until(sim, runtime, start_ms, 0, lambda: bool(calls))
         # the refused entry is over for the engine and the broker: nothing pending holds its symbol and side
         assert not runtime.broker.active_trades and not runtime.symbols[SYMBOL].engine.positions
-        while len(calls) < 2 and minutes < 220:
-            await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
-            minutes += 1
-        await runtime.wait_idle()
-        entries = [o for o in sim.state()["orders"] if str(o.get("clientOrderId") or o.get("client_order_id") or "").startswith("en")]
+        await _replay_until(sim, runtime, start_ms, minutes, lambda: len(calls) >= 2)
+        entries = _entry_orders(sim)
         assert len(calls) == 2, "the entry after a failed gate call was never tried"
         assert len(entries) == 1  # the refused one sent nothing; the next one went out
         refused = await Trade.filter(mode="live").count()
         assert refused == 1  # no trade row for the refused entry (nothing was stored before the gate said no)
+    finally:
+        await runtime.stop()
+        await sim.stop()
+
+
+# -- 7. the order intent cannot be stored: nothing is sent, nothing is half-written, the user is told ------------
+
+_FAIL_ORDER_INSERTS = {
+    # the orders insert is the third statement of the entry's transaction: the signal and the trade rows before
+    # it must go too
+    "sqlite": ["CREATE TRIGGER fail_orders BEFORE INSERT ON orders BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"],
+    "asyncpg": ["CREATE FUNCTION fail_orders() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk I/O error'; END $$ "
+                "LANGUAGE plpgsql",
+                "CREATE TRIGGER fail_orders BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION fail_orders()"],
+}
+_HEAL_ORDER_INSERTS = {
+    "sqlite": ["DROP TRIGGER fail_orders"],
+    "asyncpg": ["DROP TRIGGER fail_orders ON orders", "DROP FUNCTION fail_orders()"],
+}
+
+
+async def test_an_intent_that_cannot_be_stored_is_not_sent(db_url: str) -> None:
+    data, start_ms = window(2620, 2840)  # the XRP window with a long, then a short
+    sim = simulator(data, start_ms)
+    await sim.start()
+    config = app_config("live", sim, db_url)
+    alerts: list[tuple[str, str]] = []
+    calls: list[str] = []
+
+    async def on_alert(event_type: str, text: str, payload: dict[str, Any]) -> None:
+        alerts.append((event_type, text))
+
+    async def gate(request: Any) -> GateDecision:
+        # runs right before the entry's commit: the first one meets a database that refuses the order row
+        calls.append(request.strategy)
+        conn = connections.get(Order._meta.default_connection)
+        backend = "sqlite" if "sqlite" in type(conn).__module__ else "asyncpg"
+        for sql in (_FAIL_ORDER_INSERTS if len(calls) == 1 else _HEAL_ORDER_INSERTS if len(calls) == 2 else {backend: []})[backend]:
+            await conn.execute_script(sql)
+        return GateDecision(True)
+
+    runtime = TradingRuntime(config, clock_ms=sim.server_time_ms, pre_trade_gate=gate, options=options(), on_alert=on_alert)
+    try:
+        await runtime.start()
+        assert runtime.broker is not None
+        minutes = await _replay_until(sim, runtime, start_ms, 0, lambda: bool(calls))
+        assert calls and not _entry_orders(sim), "an entry whose intent was not stored reached the exchange"
+        # all or nothing: the signal and the trade written before the failing order row are gone with it
+        assert await Order.filter(mode="live").count() == 0
+        assert await Trade.filter(mode="live").count() == 0
+        assert await Signal.filter(mode="live", fate=SignalFate.TAKEN).count() == 0
+        refused = await Signal.filter(mode="live", fate=SignalFate.REJECTED).values_list("reason", flat=True)
+        assert len(refused) == 1 and "could not store the order intent" in refused[0]  # stored afterwards, on its own
+        errors = [text for kind, text in alerts if kind == "error"]
+        assert any("could not store the order intent" in text and "not opened" in text for text in errors), alerts
+        # the dropped entry holds nothing: the next signal trades
+        assert not runtime.broker.active_trades and not runtime.symbols[SYMBOL].engine.positions
+        await _replay_until(sim, runtime, start_ms, minutes, lambda: len(calls) >= 2)
+        assert len(calls) == 2 and len(_entry_orders(sim)) == 1
+        assert await Trade.filter(mode="live").count() == 1
     finally:
         await runtime.stop()
         await sim.stop()

@@ -693,10 +693,7 @@ class ExecutionBroker:
             except Exception as exc:
                 reason = f"cannot set position mode/leverage: {exc}"
         if reason is not None:
-            signal_row = signal_row or await self._signal_row(signal, SignalFate.TAKEN, "")
-            signal_row.fate = SignalFate.REJECTED
-            signal_row.reason = reason[:255]
-            await signal_row.save(update_fields=["fate", "reason"])
+            await self._signal_refused(signal, signal_row, reason)
             await self._entry_failed(ctx, reason, alert_type="risk_rejection")
             return
         tick = self.venue.price_tick(ctx.symbol)
@@ -724,7 +721,12 @@ class ExecutionBroker:
             stored = await insert_rows(rows)
         except Exception as exc:  # nothing was stored, so nothing is sent: the entry is dropped, loudly
             logger.exception("[%s] could not store the entry of %s", self.mode.upper(), ctx.trade_id, extra=extra)
-            await self._entry_failed(ctx, f"could not store the order intent: {type(exc).__name__}: {exc}", alert_type="error")
+            reason = f"could not store the order intent: {type(exc).__name__}: {exc}"
+            try:  # the signal's fate, if the database takes anything now (else the engine's record stores it as taken)
+                await self._signal_refused(signal, signal_row, reason)
+            except Exception:
+                logger.exception("[%s] could not store the fate of the signal of %s", self.mode.upper(), ctx.trade_id, extra=extra)
+            await self._entry_failed(ctx, reason, alert_type="error")
             return
         trade, order = stored[trade_at], stored[order_at]
         assert isinstance(trade, Trade) and isinstance(order, Order)
@@ -1459,6 +1461,13 @@ class ExecutionBroker:
         row = await Signal.filter(symbol=values["symbol"], strategy=values["strategy"], candle_time_ms=values["candle_time_ms"],
                                   mode=values["mode"]).first()
         return row if row is not None else await Signal.create(**values)
+
+    async def _signal_refused(self, signal: Any, signal_row: Signal | None, reason: str) -> None:
+        """Store that the signal was not traded, and why."""
+        signal_row = signal_row or await self._signal_row(signal, SignalFate.TAKEN, "")
+        signal_row.fate = SignalFate.REJECTED
+        signal_row.reason = reason[:255]
+        await signal_row.save(update_fields=["fate", "reason"])
 
     def _signal_values(self, signal: Any, fate: SignalFate, reason: str) -> dict[str, Any]:
         return {"symbol": signal.symbol, "strategy": signal.strategy, "candle_time_ms": signal.time_ms, "mode": self.mode,
