@@ -29,6 +29,7 @@ from engine.exchange.bingx.errors import (
     BingxUnknownError,
     OrderStateUnknownError,
 )
+from engine.exchange.bingx.models import Balance
 from engine.exchange.bingx import Order as BingxOrder
 from engine.exchange.bingx import OrderRequest, OrderType, PositionSide, Side, TriggerSpec, WorkingType
 from engine.exchange.bingx import OrderStatus as BingxStatus
@@ -116,22 +117,22 @@ class LiveVenue:
     async def wallet_balance(self) -> Decimal:
         """The futures wallet balance of the quote asset."""
         balances = await self.rest.balance()
-        for balance in balances:
-            if self.quote_asset is None or balance.asset == self.quote_asset:
-                if self.quote_asset is not None or balance.balance != 0 or len(balances) == 1:
-                    return balance.balance
-        return ZERO
+        balance = self._quote_balance(balances) if self.quote_asset is not None else _funded(balances, None)
+        return balance.balance if balance is not None else ZERO
 
     async def available_margin(self) -> Decimal:
         """The margin asset's available margin (USDT, or VST on the demo account); raises when there is none."""
         balances = await self.rest.balance()
-        for balance in balances:
-            if self.quote_asset is not None and balance.asset == self.quote_asset:
-                return balance.available_margin
-        for balance in balances:  # no quote asset configured (production): the margin asset with money in it
-            if balance.asset in ("USDT", "USDC") and (balance.balance != 0 or len(balances) == 1):
-                return balance.available_margin
-        raise LookupError("no margin asset in the balance")
+        balance = self._quote_balance(balances)
+        if balance is None:
+            balance = _funded(balances, ("USDT", "USDC"))
+        if balance is None:
+            raise LookupError("no margin asset in the balance")
+        return balance.available_margin
+
+    def _quote_balance(self, balances: list[Balance]) -> Balance | None:
+        """The configured quote asset's balance (None when none is configured or the exchange lists none)."""
+        return next((b for b in balances if self.quote_asset is not None and b.asset == self.quote_asset), None)
 
     async def position_qty(self, symbol: str, position_side: str) -> Decimal:
         """Size of the hedge position on BingX."""
@@ -227,3 +228,8 @@ class LiveVenue:
 
 def _fields(update: VenueUpdate) -> dict[str, object]:
     return {name: getattr(update, name) for name in update.__dataclass_fields__}
+
+
+def _funded(balances: list[Balance], assets: tuple[str, ...] | None) -> Balance | None:
+    """No quote asset configured (production): the first of ``assets`` (any when None) with money in it, or the only one."""
+    return next((b for b in balances if (assets is None or b.asset in assets) and (b.balance != 0 or len(balances) == 1)), None)
