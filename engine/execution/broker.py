@@ -1384,8 +1384,7 @@ class ExecutionBroker:
         income = getattr(self.venue, "funding_income", None)
         if income is None:
             return None
-        trades = [c for c in self._ctx.values() if c.symbol == symbol and c.db_trade is not None and c.open_qty > 0
-                  and not c.closed and c.db_trade.opened_at is not None]
+        trades = [c for c in self._funding_holders() if c.symbol == symbol]
         opened = [int(c.db_trade.opened_at.timestamp() * 1000) for c in trades if c.db_trade is not None and c.db_trade.opened_at]
         since = await funding.booked_since(self.mode, symbol)
         # booked: from the first payment not booked yet, but never before the first open trade of the symbol
@@ -1440,17 +1439,20 @@ class ExecutionBroker:
             return
 
         async def job() -> None:
-            for symbol in sorted({c.symbol for c in self._ctx.values() if c.db_trade is not None and c.open_qty > 0
-                                  and not c.closed} | self._funding_unheld):
+            for symbol in sorted({c.symbol for c in self._funding_holders()} | self._funding_unheld):
                 await self._sync_funding(symbol)
 
         self._enqueue("funding catch-up", job)
 
     async def _book_missed_funding(self, report: "RecoveryReport") -> None:
         """Live restart: the funding settled while the bot was down, from the income history (once per tranId)."""
-        for symbol in sorted({c.symbol for c in self._ctx.values() if c.db_trade is not None and c.open_qty > 0 and not c.closed
-                              and c.db_trade.opened_at is not None}):
+        for symbol in sorted({c.symbol for c in self._funding_holders()}):
             await self._sync_funding(symbol, report=report)
+
+    def _funding_holders(self) -> list[TradeCtx]:
+        """The trades a funding payment is booked on: open in the books (opened, not closed) with quantity held."""
+        return [c for c in self._ctx.values() if c.db_trade is not None and c.open_qty > 0 and not c.closed
+                and c.db_trade.opened_at is not None]
 
     # -- signals --------------------------------------------------------------------------------------
 
