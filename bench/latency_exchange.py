@@ -16,7 +16,7 @@ A second HTTP server on 127.0.0.1 (``/_bench/``) lets the benchmark drive the re
     Publish the next trade D ms from now and answer at once, so no control traffic reaches the
     bot while it reacts to the frame.
 ``GET /_bench/probe``
-    ``{"publishes_ns", "written_ns", "wire_in_ns", "received_ns", "entries_ns", "last_trade_ms",
+    ``{"written_ns", "wire_in_ns", "received_ns", "entries_ns", "last_trade_ms",
     "server_time_ms", "stepping"}``: the frame and order timestamps above (``written_ns`` maps a
     frame's publish time to its write time; frames are the trade and kline frames of a step and the
     kline snapshots the simulator pushes every second of wall time).
@@ -36,7 +36,6 @@ import re
 import signal
 import sys
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +81,6 @@ class Probe:
     wire_in_ns: list[int] = []  # an entry's first bytes reached the server protocol (class-level, like received_ns)
 
     def __init__(self, sim: SimulatorServer) -> None:
-        self.publishes_ns: deque[int] = deque(maxlen=WRITES_KEPT)
         self.written_ns: dict[int, int] = {}  # publish time -> when the frame was written to the socket
         self.entries_ns: list[int] = []
         publish = sim.hub.publish
@@ -90,9 +88,7 @@ class Probe:
         publishing: list[int] = []
 
         def timed_publish(topic: str, payload: dict[str, Any]) -> None:
-            now = time.perf_counter_ns()
-            self.publishes_ns.append(now)
-            publishing.append(now)
+            publishing.append(time.perf_counter_ns())
             try:
                 publish(topic, payload)
             finally:
@@ -125,7 +121,7 @@ class Probe:
             await send_bytes(data, *args, **kwargs)  # aiohttp hands the frame to the transport before it returns
             if isinstance(data, _StampedFrame):
                 self.written_ns.setdefault(data.published_ns, time.perf_counter_ns())
-                if len(self.written_ns) > 2 * WRITES_KEPT:  # only the last few frames matter, as for publishes_ns
+                if len(self.written_ns) > 2 * WRITES_KEPT:  # only the last few frames matter
                     for key in sorted(self.written_ns)[:-WRITES_KEPT]:
                         del self.written_ns[key]
         return timed
@@ -181,7 +177,7 @@ async def serve(args: argparse.Namespace) -> None:
         return web.json_response({"scheduled": True})
 
     async def state(request: web.Request) -> web.Response:
-        return web.json_response({"publishes_ns": list(probe.publishes_ns), "entries_ns": probe.entries_ns,
+        return web.json_response({"entries_ns": probe.entries_ns,
                                   "received_ns": Probe.received_ns, "wire_in_ns": Probe.wire_in_ns,
                                   "written_ns": probe.written_ns,
                                   "last_trade_ms": market.last_trade_ms, "server_time_ms": sim.server_time_ms(),
