@@ -210,10 +210,10 @@ async def test_pushed_expiry_renews_the_key_and_reconnects(fake: FakeBingx) -> N
             old = stream.listen_key
             assert old is not None
             await fake.expire_listen_key(old)
-            await sink.wait_for(ListenKeyExpired)
+            expired = await sink.wait_for(ListenKeyExpired)
             await sink.wait_for(StreamReconnected)
             assert stream.listen_key not in (None, old) and stream.keys_created == 2
-            mark = len(sink.events)
+            mark = sink.events.index(expired) + 1  # the new connection's first push may already be in
             await sink.wait_for(AccountConfigUpdate, after=mark)  # new connection
             assert await fake.push_to_account(ORDER_EVENT) == 1  # only the new connection is left
             await sink.wait_for(OrderUpdate, after=mark)

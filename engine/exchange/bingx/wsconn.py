@@ -86,6 +86,8 @@ class ReconnectingConnection:
         self._skip_backoff = False
         self.connected = asyncio.Event()
         self.connect_count = 0
+        self._waiting_since: float | None = None  # time.monotonic() when the read loop began waiting for a frame
+        self._went_silent = False  # the current connection was closed for silence
 
     async def send(self, text: str) -> bool:
         """Send a text frame if connected; ``False`` when not (the owner re-sends on open)."""
@@ -162,43 +164,66 @@ class ReconnectingConnection:
     async def _read_loop(self, ws: ClientConnection) -> bool:
         """Read until the connection ends; returns whether any data frame arrived."""
         got_data = False
+        self._went_silent = False
+        watchdog = asyncio.create_task(self._close_when_silent(ws), name=f"{self.name}-silence")
+        try:
+            while True:
+                self._waiting_since = time.monotonic()
+                try:
+                    frame = await ws.recv()
+                except ConnectionClosed as exc:
+                    if not (self._stopped.is_set() or self._went_silent):  # the watchdog logged its own reason
+                        log.warning("%s: connection closed (%s)", self.name, exc)
+                    return got_data
+                self._waiting_since = None
+                got_data = await self._handle_frame(ws, frame) or got_data
+        finally:
+            watchdog.cancel()
+
+    async def _close_when_silent(self, ws: ClientConnection) -> None:
+        """Close ``ws`` once the read loop has waited ``silence_timeout_s`` for a frame.
+
+        One timer per silence period rather than a timeout around every ``recv()``: on the order
+        path (issue 10) ``wait_for`` cost a task and two extra loop turns per frame. As with that
+        timeout, only time spent waiting counts, not time spent handling a frame (a REST backfill).
+        """
         while True:
-            try:
-                frame = await asyncio.wait_for(ws.recv(), timeout=self._silence_timeout_s)
-            except asyncio.TimeoutError:
+            since = self._waiting_since
+            remaining = self._silence_timeout_s if since is None else since + self._silence_timeout_s - time.monotonic()
+            if remaining <= 0:
                 log.warning("%s: no frame for %.1f s; treating the connection as dead", self.name,
                             self._silence_timeout_s)
+                self._went_silent = True
                 await ws.close()
-                return got_data
-            except ConnectionClosed as exc:
-                if self._stopped.is_set():
-                    return got_data
-                log.warning("%s: connection closed (%s)", self.name, exc)
-                return got_data
-            try:
-                text = decode_frame(frame)
-            except MalformedFrameError as exc:
-                log.warning("%s: skipping frame: %s", self.name, exc)
-                continue
-            stripped = text.strip()
-            if stripped == "Ping":
-                await ws.send("Pong")
-                continue
-            try:
-                message = loads(stripped)
-            except ValueError:
-                log.warning("%s: skipping non-JSON frame: %r", self.name, stripped[:120])
-                continue
-            if isinstance(message, dict) and "ping" in message and len(message) <= 2:
-                await ws.send('{"pong":"%s","time":"%s"}' % (message.get("ping"), message.get("time", "")))
-                continue
-            got_data = True
-            try:
-                await self._on_message(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - a bad frame must never kill the stream
-                log.exception("%s: error while handling a frame; skipped", self.name)
+                return
+            await asyncio.sleep(remaining)
+
+    async def _handle_frame(self, ws: ClientConnection, frame: str | bytes) -> bool:
+        """Decode one frame: answer a ping, or pass the message on. Returns whether it carried data."""
+        try:
+            text = decode_frame(frame)
+        except MalformedFrameError as exc:
+            log.warning("%s: skipping frame: %s", self.name, exc)
+            return False
+        stripped = text.strip()
+        if stripped == "Ping":
+            await ws.send("Pong")
+            return False
+        try:
+            message = loads(stripped)
+        except ValueError:
+            log.warning("%s: skipping non-JSON frame: %r", self.name, stripped[:120])
+            return False
+        if isinstance(message, dict) and "ping" in message and len(message) <= 2:
+            await ws.send('{"pong":"%s","time":"%s"}' % (message.get("ping"), message.get("time", "")))
+            return False
+        try:
+            await self._on_message(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a bad frame must never kill the stream
+            log.exception("%s: error while handling a frame; skipped", self.name)
+        return True
 
 
 class EventSink:
