@@ -380,6 +380,61 @@ async def test_funding_missed_while_the_account_stream_was_down_is_booked_on_rec
         await sim.stop()
 
 
+async def test_funding_reported_after_the_close_was_booked_goes_to_the_trade_that_held_it(db_url: str) -> None:
+    """The payment settled while the trade was open, but its event is handled after the trade's close was booked
+    (the fills were learned first, by a lookup or from a slow queue): it is still the closed trade's funding."""
+    from engine.execution.runtime import TradingRuntime
+    from tests.execution_sim import app_config, options, simulator, step_minutes, window
+
+    data, start_ms = window(2620, 2680)
+    sim = simulator(data, start_ms)
+    await sim.start()
+    publish = sim.hub.publish_account
+    held: list[dict[str, Any]] = []
+
+    def late(payload: dict[str, Any]) -> None:  # the funding event reaches the bot only after the close
+        if payload.get("e") == "ACCOUNT_UPDATE" and (payload.get("a") or {}).get("m") == "FUNDING_FEE":
+            held.append(payload)
+            return
+        publish(payload)
+
+    sim.hub.publish_account = late  # type: ignore[method-assign]
+    runtime = TradingRuntime(app_config("live", sim, db_url), clock_ms=sim.server_time_ms, options=options())
+    try:
+        await runtime.start()
+        assert runtime.broker is not None
+        minutes = 0
+        while await Trade.filter(mode="live", state=TradeState.OPEN).count() == 0:
+            assert minutes < 40, "no trade opened"
+            await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
+            minutes += 1
+        await runtime.wait_idle()
+        sim.engine.apply_funding(sim.server_time_ms())
+        paid = sum((r.amount for r in sim.engine.account.income if r.income_type == "FUNDING_FEE"), Decimal(0))
+        assert paid != 0 and held, "no funding event held back: no test"
+        [ctx] = runtime.broker.active_trades
+        assert runtime.broker.close_trade(ctx.trade_id)
+        for _ in range(200):
+            await runtime.wait_idle()
+            if await Trade.filter(mode="live", state=TradeState.CLOSED).count() == 1:
+                break
+            await asyncio.sleep(0.05)
+        trade = await Trade.get(mode="live")
+        assert trade.state is TradeState.CLOSED and trade.funding == 0
+
+        publish(held[0])  # now the event arrives
+        for _ in range(100):
+            await runtime.wait_idle()
+            await trade.refresh_from_db()
+            if trade.funding != 0:
+                break
+            await asyncio.sleep(0.05)
+        assert trade.funding == paid, (trade.funding, paid)
+    finally:
+        await runtime.stop()
+        await sim.stop()
+
+
 async def test_funding_history_is_read_up_to_the_exchanges_now_not_our_estimate_of_it(db_url, sim, client) -> None:
     """Our estimate of server time can lag the exchange (an offset measured a while ago; a replay running
     many times faster than the wall clock): a payment the exchange settled must still be in the answer."""
