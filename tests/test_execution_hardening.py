@@ -160,6 +160,7 @@ async def test_approved_entry_counts_once_view_is_read_only_and_shutdown_is_info
             minutes += 1
         assert len(asked) == 1, "the entry was not approved exactly once"
         # one approved entry = one order toward the cap (the gate ran before the approval and re-checked after it)
+        await risk.flush()  # the count is written behind the order
         assert len(await kv_get(f"{RiskManager.RATE_KEY}.paper", [])) == 1
 
         views = runtime.broker.open_trades()

@@ -39,6 +39,8 @@ from .state import StateInfo, TradingState, TradingStateStore
 
 log = logging.getLogger(__name__)
 
+RATE_SAVE_DELAY_S = 0.05  # how long after an order its count is written (well after the order has left)
+
 # Called when the kill switch fires with close_positions_on_kill_switch (e.g. emergency close).
 CloseAllFn = Callable[[str], Awaitable[Any]]
 
@@ -136,7 +138,9 @@ class RiskManager:
         assert self._rate is not None
         while self._rate_unsaved:  # orders counted while a write was under way are written by the next pass
             self._rate_unsaved = False
-            await asyncio.sleep(0)  # let the order that was just counted go first
+            # let the order that was just counted go first: its intent commit and request take a few ms, and on one
+            # core this write's own work would otherwise run in the middle of them (issue 10)
+            await asyncio.sleep(RATE_SAVE_DELAY_S)
             try:
                 await kv_set(f"{self.RATE_KEY}.{self.mode}", self._rate.snapshot())
             except Exception:  # the count in memory still applies; the next order writes it again
