@@ -29,7 +29,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 from tortoise import connections, fields
 from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
@@ -56,54 +56,73 @@ class Row:
     values: Mapping[str, Any]
 
 
-def _python_values(model: type[Model], given: Mapping[str, Any], columns: list[str], now: datetime) -> dict[str, Any]:
-    """Every insert column's Python value: the given one, else the field's default (or now for auto times)."""
-    unknown = set(given) - set(columns)
-    if unknown:
-        raise TypeError(f"{model.__name__} has no insertable column(s) {sorted(unknown)}")
-    fields_map = model._meta.fields_map
-    values: dict[str, Any] = {}
-    for name in columns:
-        field = fields_map[name]
-        if name in given:
-            value = given[name]
-        elif isinstance(field, fields.DatetimeField) and (field.auto_now or field.auto_now_add):
-            value = now
-        elif field.default is not None:
-            value = field.default() if callable(field.default) else field.default
-        elif field.null:
-            value = None
-        else:
-            raise TypeError(f"{model.__name__}.{name} is required")
-        values[name] = value
-    return values
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """How one model's rows are inserted on one connection, worked out once (the order path reads it from here).
+
+    Per column: ``fills`` gives the value of a row that leaves the column out (from the insert time), ``to_db``
+    is its field's own ``to_db_value``.
+    """
+
+    model: type[Model]
+    sql: str
+    columns: tuple[str, ...]
+    fills: tuple[Callable[[datetime], Any], ...]
+    to_db: tuple[Callable[[Any, Any], Any], ...]
+    insertable: frozenset[str]
+
+
+def _fill(model: type[Model], name: str, field: fields.Field) -> Callable[[datetime], Any]:
+    """What an insert that leaves ``field`` out stores: now (auto times), the default, NULL, or an error."""
+    default = field.default
+    if isinstance(field, fields.DatetimeField) and (field.auto_now or field.auto_now_add):
+        return lambda now: now
+    if default is not None:
+        return (lambda now: default()) if callable(default) else (lambda now: default)
+    if field.null:
+        return lambda now: None
+
+    def required(now: datetime) -> Any:
+        raise TypeError(f"{model.__name__}.{name} is required")
+    return required
+
+
+def _python_values(table: _Table, given: Mapping[str, Any], now: datetime) -> list[Any]:
+    """Every insert column's Python value, in column order: the given one, else what :func:`_fill` says."""
+    if not table.insertable.issuperset(given):
+        raise TypeError(f"{table.model.__name__} has no insertable column(s) {sorted(set(given) - table.insertable)}")
+    return [given[name] if name in given else fill(now) for name, fill in zip(table.columns, table.fills)]
 
 
 @dataclass(slots=True)
 class _Prepared:
-    model: type[Model]
-    sql: str
-    columns: list[str]
-    python: dict[str, Any]  # Refs still unresolved
+    table: _Table
+    python: list[Any]  # in column order; Refs still unresolved
 
     def db_values(self, ids: Sequence[int]) -> list[Any]:
-        fields_map = self.model._meta.fields_map
-        return [fields_map[name].to_db_value(ids[v.index] if isinstance(v, Ref) else v, None)
-                for name, v in ((name, self.python[name]) for name in self.columns)]
+        return [to_db(ids[v.index] if type(v) is Ref else v, None) for to_db, v in zip(self.table.to_db, self.python)]
+
+    def field_values(self, ids: Sequence[int]) -> dict[str, Any]:
+        """Field name -> Python value, Refs resolved."""
+        return {name: ids[v.index] if type(v) is Ref else v for name, v in zip(self.table.columns, self.python)}
 
 
-# (backend class, connection name, model) -> (insert statement, its columns): building tortoise's executor
-# for them costs more per row than converting the row's values, so the order path reads them from here
-_STATEMENTS: dict[tuple[type, str, type[Model]], tuple[str, list[str]]] = {}
+# (backend class, connection name, model) -> its _Table: building tortoise's executor for the insert statement
+# costs more per row than converting the row's values
+_TABLES: dict[tuple[type, str, type[Model]], _Table] = {}
 
 
-def _statement(conn: BaseDBAsyncClient, model: type[Model]) -> tuple[str, list[str]]:
+def _table(conn: BaseDBAsyncClient, model: type[Model]) -> _Table:
     key = (type(conn), conn.connection_name, model)
-    statement = _STATEMENTS.get(key)
-    if statement is None:
+    table = _TABLES.get(key)
+    if table is None:
         executor = conn.executor_class(model=model, db=conn)
-        statement = _STATEMENTS[key] = (executor.insert_query, executor.regular_columns)
-    return statement
+        columns = tuple(executor.regular_columns)
+        fields_map = model._meta.fields_map
+        table = _TABLES[key] = _Table(model, executor.insert_query, columns,
+                                      tuple(_fill(model, c, fields_map[c]) for c in columns),
+                                      tuple(fields_map[c].to_db_value for c in columns), frozenset(columns))
+    return table
 
 
 def _prepare(conn: BaseDBAsyncClient, rows: Sequence[Row]) -> list[_Prepared]:
@@ -111,10 +130,10 @@ def _prepare(conn: BaseDBAsyncClient, rows: Sequence[Row]) -> list[_Prepared]:
     prepared = []
     for i, row in enumerate(rows):
         for value in row.values.values():
-            if isinstance(value, Ref) and not 0 <= value.index < i:
+            if type(value) is Ref and not 0 <= value.index < i:
                 raise ValueError(f"row {i} refers to row {value.index}: only earlier rows can be referred to")
-        sql, columns = _statement(conn, row.model)
-        prepared.append(_Prepared(row.model, sql, columns, _python_values(row.model, row.values, columns, now)))
+        table = _table(conn, row.model)
+        prepared.append(_Prepared(table, _python_values(table, row.values, now)))
     return prepared
 
 
@@ -125,7 +144,7 @@ def _sqlite_transaction(raw: sqlite3.Connection, prepared: list[_Prepared]) -> l
     try:
         ids: list[int] = []
         for row in prepared:
-            cursor.execute(row.sql, row.db_values(ids))
+            cursor.execute(row.table.sql, row.db_values(ids))
             ids.append(int(cursor.lastrowid or 0))
         cursor.execute("COMMIT")
     except BaseException:
@@ -157,10 +176,10 @@ class StoredRows(Sequence[Model]):
         index = range(len(self.ids))[index]  # negative indexes; IndexError when out of range
         built = self._built.get(index)
         if built is None:
-            row, ids = self._prepared[index], self.ids
-            values = {name: ids[v.index] if isinstance(v, Ref) else v for name, v in row.python.items()}
-            values[row.model._meta.pk_attr] = ids[index]
-            built = self._built[index] = instance(row.model, values)
+            row = self._prepared[index]
+            values = row.field_values(self.ids)
+            values[row.table.model._meta.pk_attr] = self.ids[index]
+            built = self._built[index] = instance(row.table.model, values)
         return built
 
 
@@ -182,15 +201,15 @@ async def insert_rows(rows: Sequence[Row]) -> StoredRows:
         ids = []
         async with in_transaction(client.connection_name) as conn:
             for row in prepared:
-                result = await conn.execute_insert(row.sql, row.db_values(ids))
-                ids.append(result if isinstance(result, int) else result[row.model._meta.pk_attr])
+                result = await conn.execute_insert(row.table.sql, row.db_values(ids))
+                ids.append(result if isinstance(result, int) else result[row.table.model._meta.pk_attr])
     return StoredRows(prepared, ids)
 
 
 def warm_up(*models: type[Model]) -> None:
     """Build the insert statements of ``models`` now, so the first order does not."""
     for model in models:
-        _statement(connections.get(model._meta.default_connection), model)
+        _table(connections.get(model._meta.default_connection), model)
 
 
 def instance(model: type[M], values: Mapping[str, Any]) -> M:
