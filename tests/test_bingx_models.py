@@ -242,6 +242,22 @@ def test_contract_rounding_and_minimums() -> None:
                                    quantity=Decimal("0.0001")), reference_price=Decimal("15000"))
 
 
+def test_prepare_sends_prices_exactly_as_rounded() -> None:
+    """What goes on the wire is the rounded spelling, even where the number is already on the tick ("50000.10")."""
+    rules = _btc_rules()
+    req = OrderRequest(symbol="BTC-USDT", side="BUY", position_side="LONG", type="LIMIT", quantity=Decimal("0.0100"),
+                       price=Decimal("50000.10"), client_order_id="a1",
+                       stop_loss=TriggerSpec("STOP_MARKET", Decimal("49000.00"), quantity=Decimal("0.01")))
+    wire = rules.prepare(req).to_params()
+    assert (wire["price"], wire["quantity"]) == (Decimal("50000.1"), Decimal("0.0100"))
+    assert str(wire["price"]) == "50000.1" and '"stopPrice":49000.0,' in wire["stopLoss"]
+    assert '"quantity":0.0100}' in wire["stopLoss"]
+    on_tick = OrderRequest(symbol="BTC-USDT", side="BUY", position_side="LONG", type="LIMIT", quantity=Decimal("0.0100"),
+                           price=Decimal("50000.1"), client_order_id="a2",
+                           stop_loss=TriggerSpec("STOP_MARKET", Decimal("49000.0"), quantity=Decimal("0.0100")))
+    assert rules.prepare(on_tick) is on_tick  # nothing to round: the request is sent as it is
+
+
 def test_close_only_contract_refuses_entries_but_allows_reduce_only() -> None:
     rules = ContractRules(parse_contract({"symbol": "X-USDT", "pricePrecision": 2, "quantityPrecision": 0,
                                           "tradeMinQuantity": 1, "tradeMinUSDT": 2, "status": 25}))

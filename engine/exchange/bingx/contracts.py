@@ -108,11 +108,16 @@ class ContractRules:
                 continue
             if value <= 0:
                 raise OrderValidationError(f"{c.symbol}: {name} must be positive, got {value}")
-            changes[name] = self.round_price(value)
+            rounded = self.round_price(value)
+            if rounded.compare_total(value):  # also a different spelling of the same number ("0.50" for "0.5")
+                changes[name] = rounded
         for name in ("stop_loss", "take_profit"):
             trigger = getattr(req, name)
             if trigger is not None:
-                changes[name] = self._prepare_trigger(trigger, name)
+                prepared_trigger = self._prepare_trigger(trigger, name)
+                if prepared_trigger is not trigger:
+                    changes[name] = prepared_trigger
+        # values already on the tick (the broker rounds its levels) leave the request as it is: no copy on the order path
         prepared = dataclasses.replace(req, **changes) if changes else req
         if prepared.close_position and prepared.quantity is None:
             return prepared
@@ -136,6 +141,8 @@ class ContractRules:
             changes["price"] = self.round_price(trigger.price)
         if trigger.quantity is not None:
             changes["quantity"] = self.round_qty(trigger.quantity)
+        if not any(value.compare_total(getattr(trigger, name)) for name, value in changes.items()):
+            return trigger  # already exactly as it would be sent
         return dataclasses.replace(trigger, **changes)
 
 
