@@ -32,7 +32,7 @@ from typing import Any
 from bot.alert_hub import AlertHub, net_pnl
 from bot.config import AppConfig, TradingMode
 from bot.dashboard import DashboardInputs, render_dashboard
-from bot.gc_tuning import freeze_heap
+from bot.gc_tuning import collect_young_less_often, freeze_heap
 from bot.health import HealthServer, HealthState
 from bot.jobs import WorkerJobs
 from bot.scheduler import JobScheduler
@@ -280,6 +280,7 @@ class Worker:
             self.runtime = runtime
             await runtime.start()
             freeze_heap()  # the start-up heap out of the collector's sight (bot.gc_tuning)
+            collect_young_less_often()
         except BaseException:
             self.runtime = None
             with contextlib.suppress(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import AsyncIterator, Iterator
@@ -37,6 +38,14 @@ def _logging_written_before_the_next_test() -> Iterator[None]:
     """A test that ran ``setup_logging`` leaves a writer thread bound to its captured stderr: stop it with the test."""
     yield
     stop_logging()
+
+
+@pytest.fixture(autouse=True)
+def _collector_thresholds_restored() -> Iterator[None]:
+    """A test that started a worker leaves the collector's thresholds tuned (``bot.gc_tuning``): reset them."""
+    thresholds = gc.get_threshold()
+    yield
+    gc.set_threshold(*thresholds)
 
 
 @pytest.fixture(params=_DB_BACKENDS)

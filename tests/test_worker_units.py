@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import AppConfig
+from bot.gc_tuning import YOUNG_THRESHOLD
 from bot.dashboard import DashboardInputs, render_dashboard
 from bot.jobs import LOG_RETENTION_DAYS, WorkerJobs, housekeeping, write_daily_metric
 from bot.supervisor import Supervisor
@@ -195,6 +197,7 @@ async def test_every_job_body_runs_against_a_live_worker_on_the_simulator(tmp_pa
         await worker.start()
         assert worker._trading_task is not None
         await asyncio.wait_for(worker._trading_task, 30)
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD  # trading started: young collections made rarer (bot.gc_tuning)
         assert worker.scheduler is not None
         assert set(worker.scheduler.job_names()) >= {"reconcile", "equity", "hourly_status", "daily", "listen_key"}
         jobs = WorkerJobs(worker)
