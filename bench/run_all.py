@@ -5,7 +5,7 @@ figures into ``bench/results.json``; this script then reads them back and prints
 figure: median, spread (min-max over the runs), target, pass/fail. The exit code is 0 even when a
 figure misses its target (the table says so); it is non-zero only when a benchmark fails to run.
 
-    .venv/bin/python bench/run_all.py            # full (~12 minutes on 2 cores)
+    .venv/bin/python bench/run_all.py            # full (~17 minutes on 2 cores)
     .venv/bin/python bench/run_all.py --quick    # fewer runs/samples (~3 minutes)
 """
 
@@ -48,6 +48,11 @@ def rows(data: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
         if handler:  # the same entries from the simulator's publish to its REST handler: the figure sessions 1-2 gave
             out.append(("  same entries, publish -> REST handler p50 / p99 (ms)", f"{handler['p50_ms']:.2f} / {handler['p99_ms']:.2f}",
                         "-", "-", True))
+    awake = data.get("latency_cpu_awake")
+    if awake and "p50_ms" in awake:  # the same with the host's CPU idle states off (PM QoS), bench_latency.py --keep-cpu-awake
+        out.append((f"  same, CPU idle states off (cpu_dma_latency 0), p50 / p99 (ms, {awake['samples']} entries)",
+                    f"{awake['p50_ms']:.2f} / {awake['p99_ms']:.2f}",
+                    f"{awake['p50_per_run_ms']['min']:.2f}-{awake['p50_per_run_ms']['max']:.2f} (run p50s)", "-", True))
     floor = data.get("latency_floor")
     if floor:  # the loopback and the libraries alone, no bot logic (bench/latency_floor.py)
         out.append((f"  floor: same loopback, no bot logic, p50 / p99 (ms, {floor['samples']} frames)",
@@ -92,6 +97,7 @@ def main() -> int:
     if not args.table_only:
         runs = "3"
         run("bench_latency.py", "--runs", runs, "--signals", "20" if args.quick else "40")
+        run("bench_latency.py", "--runs", runs, "--signals", "20" if args.quick else "40", "--keep-cpu-awake")
         run("latency_floor.py", "--frames", "20" if args.quick else "40")
         run("bench_feed.py", "--runs", runs, *(["--candles", "10000"] if args.quick else []))
         run("bench_backtest.py", "--runs", runs)
