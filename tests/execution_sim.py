@@ -86,6 +86,23 @@ async def step_minutes(sim: SimulatorServer, runtime: TradingRuntime, start_ms: 
             on_step(i)
 
 
+async def open_live_trade(sim: SimulatorServer, runtime: TradingRuntime, start_ms: int) -> int:
+    """Step the replay until the bot holds an open trade; the minutes stepped."""
+    minutes = 0
+    while await Trade.filter(mode="live", state=TradeState.OPEN).count() == 0:
+        assert minutes < 40, "no trade opened"
+        await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
+        minutes += 1
+    await runtime.wait_idle()
+    return minutes
+
+
+def settle_funding(sim: SimulatorServer) -> Decimal:
+    """Settle funding now on the simulator; every funding payment of the account so far (negative = paid)."""
+    sim.engine.apply_funding(sim.server_time_ms())
+    return sum((r.amount for r in sim.engine.account.income if r.income_type == "FUNDING_FEE"), Decimal(0))
+
+
 def dec(text: Any) -> Decimal:
     """A simulator number as Decimal."""
     return Decimal(str(text))

@@ -13,24 +13,15 @@ from engine.execution.runtime import TradingRuntime
 from tests.execution_sim import (
     SYMBOL,
     app_config,
+    open_live_trade,
     options,
+    settle_funding,
     simulator,
     step_minutes,
     window,
 )
 
 pytestmark = pytest.mark.timeout(120)
-
-
-async def _open_live_trade(sim: Any, runtime: TradingRuntime, start_ms: int) -> int:
-    """Step the replay until the bot holds an open trade; the minutes stepped."""
-    minutes = 0
-    while await Trade.filter(mode="live", state=TradeState.OPEN).count() == 0:
-        assert minutes < 40, "no trade opened"
-        await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
-        minutes += 1
-    await runtime.wait_idle()
-    return minutes
 
 
 def _position(sim: Any) -> Decimal:
@@ -56,7 +47,7 @@ async def test_rejected_close_keeps_the_stop_halts_and_can_be_retried(db_url: st
     runtime = TradingRuntime(app_config("live", sim, db_url), clock_ms=sim.server_time_ms, options=options(), on_alert=on_alert)
     try:
         await runtime.start()
-        await _open_live_trade(sim, runtime, start_ms)
+        await open_live_trade(sim, runtime, start_ms)
         broker = runtime.broker
         assert broker is not None
         view = broker.open_trades()[0]
@@ -100,7 +91,7 @@ async def test_exit_racing_the_exchange_stop_books_the_stop_without_halting(db_u
     runtime = TradingRuntime(app_config("live", sim, db_url), clock_ms=sim.server_time_ms, options=options(), on_alert=on_alert)
     try:
         await runtime.start()
-        await _open_live_trade(sim, runtime, start_ms)
+        await open_live_trade(sim, runtime, start_ms)
         broker = runtime.broker
         assert broker is not None
         view = broker.open_trades()[0]
@@ -139,7 +130,7 @@ async def test_stop_filled_while_down_is_booked_at_restart_and_no_stop_is_placed
     runtime = TradingRuntime(config, clock_ms=sim.server_time_ms, options=options())
     try:
         await runtime.start()
-        await _open_live_trade(sim, runtime, start_ms)
+        await open_live_trade(sim, runtime, start_ms)
     finally:
         await runtime.stop()
     try:
@@ -236,7 +227,7 @@ async def test_cancelled_stop_is_replaced_when_the_position_read_fails(db_url: s
     runtime = TradingRuntime(app_config("live", sim, db_url), clock_ms=sim.server_time_ms, options=options(), on_alert=on_alert)
     try:
         await runtime.start()
-        await _open_live_trade(sim, runtime, start_ms)
+        await open_live_trade(sim, runtime, start_ms)
         assert runtime.live is not None and runtime.broker is not None
         [stop] = _working_stops(sim)
 
@@ -378,7 +369,7 @@ async def test_report_with_the_entry_client_id_and_another_exchange_id_is_not_ap
     runtime = TradingRuntime(app_config("live", sim, db_url), clock_ms=sim.server_time_ms, options=options())
     try:
         await runtime.start()
-        await _open_live_trade(sim, runtime, start_ms)
+        await open_live_trade(sim, runtime, start_ms)
         assert runtime.live is not None and runtime.broker is not None
         entry = await Order.get(intent=OrderIntent.ENTRY)
         ctx = runtime.broker.active_trades[0]
@@ -426,7 +417,7 @@ async def test_reconciled_stop_fill_is_booked_once_and_reported_to_risk_once(db_
     worker.runtime = runtime
     try:
         await runtime.start()
-        await _open_live_trade(sim, runtime, start_ms)
+        await open_live_trade(sim, runtime, start_ms)
         assert runtime.tracker is not None and runtime.account_stream is not None and runtime.live is not None
         # an outage: no stream, no polls; the stop fills meanwhile
         await runtime.tracker.stop()
@@ -512,7 +503,7 @@ async def test_available_margin_live_comes_from_the_exchange(db_url: str) -> Non
     runtime = TradingRuntime(app_config("live", sim, db_url), clock_ms=sim.server_time_ms, options=options())
     try:
         await runtime.start()
-        await _open_live_trade(sim, runtime, start_ms)
+        await open_live_trade(sim, runtime, start_ms)
         account = sim.state()["account"]
         margin = await _available_margin(runtime)
         assert margin == Decimal(str(account["available_margin"])) and margin < Decimal(str(account["wallet"]))
@@ -564,17 +555,11 @@ async def test_funding_paid_while_down_is_booked_once_at_restart(db_url: str) ->
     sim = simulator(data, start_ms)
     await sim.start()
     config = app_config("live", sim, db_url)
-
-    def funding_total() -> Decimal:
-        return sum((r.amount for r in sim.engine.account.income if r.income_type == "FUNDING_FEE"), Decimal(0))
-
     runtime = TradingRuntime(config, clock_ms=sim.server_time_ms, options=options())
     try:
         await runtime.start()
-        await _open_live_trade(sim, runtime, start_ms)
-        # one settlement while the bot runs: booked from the account stream
-        sim.engine.apply_funding(sim.server_time_ms())
-        first = funding_total()
+        await open_live_trade(sim, runtime, start_ms)
+        first = settle_funding(sim)  # one settlement while the bot runs: booked from the account stream
         assert first != 0
         trade = await Trade.get(mode="live", state=TradeState.OPEN)
         for _ in range(500):
@@ -590,8 +575,7 @@ async def test_funding_paid_while_down_is_booked_once_at_restart(db_url: str) ->
         # the next settlement comes while the bot is down (10 replayed minutes later: the window has no 8 h boundary)
         await sim.advance(to_ms=sim.server_time_ms() + 10 * 60_000)
         assert _position(sim) > 0
-        sim.engine.apply_funding(sim.server_time_ms())
-        missed = funding_total() - first
+        missed = settle_funding(sim) - first
         assert missed != 0
         for _ in range(2):  # two restarts: the missed payment is booked by the first only
             runtime = TradingRuntime(config, clock_ms=sim.server_time_ms, options=options())

@@ -324,7 +324,7 @@ async def test_funding_while_the_entry_fill_is_not_booked_yet_is_booked_with_the
 async def test_funding_missed_while_the_account_stream_was_down_is_booked_on_reconnect(db_url: str) -> None:
     from engine.exchange.bingx.events import StreamReconnected
     from engine.execution.runtime import TradingRuntime
-    from tests.execution_sim import app_config, options, simulator, step_minutes, window
+    from tests.execution_sim import app_config, open_live_trade, options, settle_funding, simulator, window
     from bot.worker import Worker
 
     data, start_ms = window(2620, 2680)
@@ -344,14 +344,8 @@ async def test_funding_missed_while_the_account_stream_was_down_is_booked_on_rec
     runtime = TradingRuntime(config, clock_ms=sim.server_time_ms, options=options())
     try:
         await runtime.start()
-        minutes = 0
-        while await Trade.filter(mode="live", state=TradeState.OPEN).count() == 0:
-            assert minutes < 40, "no trade opened"
-            await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
-            minutes += 1
-        await runtime.wait_idle()
-        sim.engine.apply_funding(sim.server_time_ms())
-        paid = sum((r.amount for r in sim.engine.account.income if r.income_type == "FUNDING_FEE"), Decimal(0))
+        await open_live_trade(sim, runtime, start_ms)
+        paid = settle_funding(sim)
         assert paid != 0 and lost, "the funding event was not lost: no test"
         trade = await Trade.get(mode="live", state=TradeState.OPEN)
         assert trade.funding == 0
@@ -384,7 +378,7 @@ async def test_funding_reported_after_the_close_was_booked_goes_to_the_trade_tha
     """The payment settled while the trade was open, but its event is handled after the trade's close was booked
     (the fills were learned first, by a lookup or from a slow queue): it is still the closed trade's funding."""
     from engine.execution.runtime import TradingRuntime
-    from tests.execution_sim import app_config, options, simulator, step_minutes, window
+    from tests.execution_sim import app_config, open_live_trade, options, settle_funding, simulator, window
 
     data, start_ms = window(2620, 2680)
     sim = simulator(data, start_ms)
@@ -403,14 +397,8 @@ async def test_funding_reported_after_the_close_was_booked_goes_to_the_trade_tha
     try:
         await runtime.start()
         assert runtime.broker is not None
-        minutes = 0
-        while await Trade.filter(mode="live", state=TradeState.OPEN).count() == 0:
-            assert minutes < 40, "no trade opened"
-            await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
-            minutes += 1
-        await runtime.wait_idle()
-        sim.engine.apply_funding(sim.server_time_ms())
-        paid = sum((r.amount for r in sim.engine.account.income if r.income_type == "FUNDING_FEE"), Decimal(0))
+        await open_live_trade(sim, runtime, start_ms)
+        paid = settle_funding(sim)
         assert paid != 0 and held, "no funding event held back: no test"
         [ctx] = runtime.broker.active_trades
         assert runtime.broker.close_trade(ctx.trade_id)
