@@ -576,7 +576,7 @@ class ExecutionBroker:
                 fee, time_ms = update.fee_total, update.time_ms or 0
             lookup = getattr(self.venue, "order_fee", None)  # live: the account's fills carry the commission
             if fee is None and lookup is not None and entry.exchange_order_id:
-                fee = await lookup(ctx.symbol, entry.exchange_order_id, int(entry.created_at.timestamp() * 1000))
+                fee = await lookup(ctx.symbol, entry.exchange_order_id, _ms(entry.created_at))
         except Exception as exc:  # the fee is bookkeeping: the position itself is already known
             logger.warning("[%s] %s: entry fee lookup failed: %s", self.mode.upper(), label, exc,
                            extra=self._log_extra(ctx, client_order_id=entry.client_order_id))
@@ -1404,7 +1404,7 @@ class ExecutionBroker:
         if income is None:
             return None
         trades = [c for c in [*self._funding_holders(), *self._recently_closed] if c.symbol == symbol]
-        opened = [int(c.db_trade.opened_at.timestamp() * 1000) for c in trades if c.db_trade is not None and c.db_trade.opened_at]
+        opened = [_ms(c.db_trade.opened_at) for c in trades if c.db_trade is not None and c.db_trade.opened_at]
         since = await funding.booked_since(self.mode, symbol)
         # booked: from the first payment not booked yet, but never before the first open trade of the symbol
         start = max(t for t in (since, min(opened)) if t is not None) if opened else None
@@ -1504,12 +1504,17 @@ class ExecutionBroker:
             await row.save(update_fields=["fate", "reason"])
 
 
+def _ms(moment: datetime) -> int:
+    """Epoch milliseconds of an aware datetime (the exchange's unit)."""
+    return int(moment.timestamp() * 1000)
+
+
 def _held_at(ctx: TradeCtx, time_ms: int) -> bool:
     """Whether ``ctx``'s trade held its position at ``time_ms`` (opened by then; if closed, not before it)."""
     trade = ctx.db_trade
-    if trade is None or trade.opened_at is None or int(trade.opened_at.timestamp() * 1000) > time_ms:
+    if trade is None or trade.opened_at is None or _ms(trade.opened_at) > time_ms:
         return False
-    return not ctx.closed or (trade.closed_at is not None and int(trade.closed_at.timestamp() * 1000) >= time_ms)
+    return not ctx.closed or (trade.closed_at is not None and _ms(trade.closed_at) >= time_ms)
 
 
 def _funding_qty(ctx: TradeCtx) -> Decimal:
