@@ -1403,7 +1403,7 @@ class ExecutionBroker:
         income = getattr(self.venue, "funding_income", None)
         if income is None:
             return None
-        trades = [c for c in [*self._funding_holders(), *self._recently_closed] if c.symbol == symbol]
+        trades = [c for c in self._funding_candidates() if c.symbol == symbol]
         opened = [_ms(c.db_trade.opened_at) for c in trades if c.db_trade is not None and c.db_trade.opened_at]
         since = await funding.booked_since(self.mode, symbol)
         # booked: from the first payment not booked yet, but never before the first open trade of the symbol
@@ -1457,8 +1457,7 @@ class ExecutionBroker:
             return
 
         async def job() -> None:
-            symbols = {c.symbol for c in [*self._funding_holders(), *self._recently_closed]} | self._funding_unheld
-            for symbol in sorted(symbols):
+            for symbol in sorted({c.symbol for c in self._funding_candidates()} | self._funding_unheld):
                 await self._sync_funding(symbol)
 
         self._enqueue("funding catch-up", job)
@@ -1472,6 +1471,10 @@ class ExecutionBroker:
         """The trades a funding payment is booked on: open in the books (opened, not closed) with quantity held."""
         return [c for c in self._ctx.values() if c.db_trade is not None and c.open_qty > 0 and not c.closed
                 and c.db_trade.opened_at is not None]
+
+    def _funding_candidates(self) -> list[TradeCtx]:
+        """The trades a payment may belong to: the open holders and the trades closed in this run (see ``_held_at``)."""
+        return [*self._funding_holders(), *self._recently_closed]
 
     # -- signals --------------------------------------------------------------------------------------
 
