@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.exchange.bingx.models import OrderType, Side
 from engine.exchange.bingx.orders import OrderRequest, TriggerSpec
 from engine.exchange.bingx.signing import (
     SigningValueError,
@@ -129,6 +130,9 @@ def test_wire_values_and_compact_json() -> None:
     assert to_wire(Decimal("1E-7")) == "0.0000001"
     assert to_wire(Decimal("31968.0")) == "31968.0"
     assert compact_json({"a": [1, Decimal("2.50")], "b": "x\"y"}) == '{"a":[1,2.50],"b":"x\\"y"}'
+    # the exact-type shortcuts (str, Decimal, int) leave subclasses to the general rules: enums by value, bool as a word
+    assert to_wire(Side.BUY) == "BUY" and to_wire(7) == "7" and to_wire("BTC-USDT") == "BTC-USDT"
+    assert compact_json({"type": OrderType.STOP_MARKET, "on": True, "n": 3}) == '{"type":"STOP_MARKET","on":true,"n":3}'
     assert canonical_string({"b": 1, "a": None, "c": "z"}) == "b=1&c=z"  # None dropped, sorted
     assert encode_value("MØTH-USDT") == "M%C3%98TH-USDT"  # UTF-8 bytes percent-encoded
     for bad in ("a&b", "a=b", "a#b", "a?b", "a\nb"):

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
+from operator import itemgetter
 from typing import Any, Iterable, Mapping
 
 # Characters that would make the raw signed text ambiguous once the server splits the query.
@@ -44,6 +45,11 @@ def compact_json(value: Any) -> str:
     ``json.dumps`` would turn ``Decimal('31968.0')`` into a float or refuse it; BingX wants the
     number as written, so this small serializer handles the value types the API uses.
     """
+    kind = type(value)  # the usual kinds first, by exact type (an order's JSON is on the order path, issue 10)
+    if kind is str:
+        return _json_string(value)
+    if kind is Decimal:
+        return format_decimal(value)
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -84,7 +90,14 @@ def _json_string(text: str) -> str:
 
 def to_wire(value: Any) -> str:
     """The text form of one parameter value as it is signed (before percent-encoding)."""
-    if isinstance(value, bool):
+    kind = type(value)  # the usual kinds first, by exact type (issue 10); subclasses (enums, bool) go the long way
+    if kind is str:
+        text = value
+    elif kind is Decimal:
+        text = format_decimal(value)
+    elif kind is int:
+        text = str(value)
+    elif isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, Enum):
         text = to_wire(value.value)
@@ -162,5 +175,5 @@ def _pairs(params: Mapping[str, Any] | Iterable[tuple[str, Any]], *, sort: bool)
     items = list(params.items()) if isinstance(params, Mapping) else list(params)
     pairs = [(str(k), to_wire(v)) for k, v in items if v is not None]
     if sort:
-        pairs.sort(key=lambda kv: kv[0])
+        pairs.sort(key=itemgetter(0))
     return pairs
