@@ -3,6 +3,7 @@ reduce-only orders always pass, and the state survives a restart."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
@@ -10,7 +11,7 @@ from bot.config import load_config
 from db.database import close_db, init_db
 from db.models import AuditLog
 from engine.risk.gate import AccountSnapshot, Exposure, OrderProposal, evaluate
-from engine.risk.manager import RiskManager
+from engine.risk.manager import RATE_SAVE_DELAY_S, RiskManager
 from engine.risk.protections import ProtectionKind
 from engine.risk.state import TradingState
 
@@ -148,6 +149,27 @@ async def test_order_rate_and_state_survive_a_restart(db_url: str) -> None:
     assert not d.allowed and d.rule == "order_rate"  # the three orders of this minute still count
     now[0] += timedelta(seconds=60)
     assert (await risk2.check_order(long(), ACCOUNT, exposures=[])).allowed
+
+
+async def test_the_order_rate_count_is_written_shortly_after_the_order_without_a_flush(db_url: str) -> None:
+    """The count is written behind the order (a timer), and an order counted during that write is written too."""
+    now = [datetime(2024, 1, 1, 12, 0, tzinfo=UTC)]
+    risk = RiskManager(CONFIG, clock=lambda: now[0])
+    assert (await risk.check_order(long(), ACCOUNT, exposures=[])).allowed
+    stored = RiskManager(CONFIG, clock=lambda: now[0])  # reads what the database holds, as a restarted bot would
+    assert (await stored._rate_counter()).count(now[0]) == 0  # not written on the order path itself
+
+    async def stored_count_reaches(expected: int) -> bool:
+        for _ in range(100):  # up to 5 s: the write is due RATE_SAVE_DELAY_S after the order
+            await asyncio.sleep(RATE_SAVE_DELAY_S)
+            if (await RiskManager(CONFIG, clock=lambda: now[0])._rate_counter()).count(now[0]) == expected:
+                return True
+        return False
+
+    assert await stored_count_reaches(1)
+    assert (await risk.check_order(long(), ACCOUNT, exposures=[])).allowed
+    assert (await risk.check_order(long(), ACCOUNT, exposures=[])).allowed
+    assert await stored_count_reaches(3)
 
 
 async def test_entry_view_sees_changes_made_here_at_once_and_other_processes_within_its_ttl(db_url: str) -> None:

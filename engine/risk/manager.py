@@ -104,6 +104,7 @@ class RiskManager:
         self.protections = Protections(config.risk, mode=self.mode, clock=clock, alert=alert)
         self._rate: OrderRateCounter | None = None
         self._rate_saving: asyncio.Task[None] | None = None
+        self._rate_save_timer: asyncio.TimerHandle | None = None
         self._rate_unsaved = False
         # The state and the locks an entry is checked against, read ahead of the entry (issue 10: no database
         # read between a closed candle and its order). Every change made through this manager makes the view
@@ -131,24 +132,32 @@ class RiskManager:
         rate.count(now)
         # written behind the order (a crash loses at most the count of the last moments before it)
         self._rate_unsaved = True
-        if self._rate_saving is None or self._rate_saving.done():
-            self._rate_saving = asyncio.create_task(self._save_rate(), name="risk-rate-save")
+        if self._rate_save_timer is None and (self._rate_saving is None or self._rate_saving.done()):
+            # a timer, not a task that sleeps first: a task's first step would run while the order's intent is being
+            # committed, on the order path (issue 10); the order that was just counted goes first
+            self._rate_save_timer = asyncio.get_running_loop().call_later(RATE_SAVE_DELAY_S, self._start_rate_save)
+
+    def _start_rate_save(self) -> None:
+        self._rate_save_timer = None
+        self._rate_saving = asyncio.create_task(self._save_rate(), name="risk-rate-save")
 
     async def _save_rate(self) -> None:
         assert self._rate is not None
         while self._rate_unsaved:  # orders counted while a write was under way are written by the next pass
             self._rate_unsaved = False
-            # let the order that was just counted go first: its intent commit and request take a few ms, and on one
-            # core this write's own work would otherwise run in the middle of them (issue 10)
-            await asyncio.sleep(RATE_SAVE_DELAY_S)
             try:
                 await kv_set(f"{self.RATE_KEY}.{self.mode}", self._rate.snapshot())
             except Exception:  # the count in memory still applies; the next order writes it again
                 log.exception("could not store the order-rate count")
                 return
+            if self._rate_unsaved:  # counted during the write: that order may still be on its way out
+                await asyncio.sleep(RATE_SAVE_DELAY_S)
 
     async def flush(self) -> None:
-        """Wait for the order-rate count to be written (shutdown, tests)."""
+        """Write the order-rate count now if a write is pending, and wait for it (shutdown, tests)."""
+        if self._rate_save_timer is not None:
+            self._rate_save_timer.cancel()
+            self._start_rate_save()
         if self._rate_saving is not None:
             await asyncio.gather(self._rate_saving, return_exceptions=True)
 
