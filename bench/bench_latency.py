@@ -233,7 +233,7 @@ async def one_run(file: str, last_index: int, signal_times: list[int], start_ms:
         await close_db()
         stop_logging()
     return {"samples_ms": samples, "to_handler_ms": to_handler, "to_engine_ms": to_engine, "signals": len(signal_times), "no_entry": skipped,
-            "not_opened": not_opened_reasons(log_file)}  # read after stop_logging() wrote it out
+            "not_opened": not_opened_reasons(log_file), "errors": logged_errors(log_file)}  # read after stop_logging() wrote it out
 
 
 def _sample(probe: dict[str, Any], index: int) -> dict[str, float] | None:
@@ -263,6 +263,16 @@ def not_opened_reasons(log_file: Path) -> dict[str, int]:
             key = ":".join(reason.split(":")[:2]) if reason.startswith("risk:") else reason.split(" by ")[0][:60]
             reasons[key] = reasons.get(key, 0) + 1
     return reasons
+
+
+def logged_errors(log_file: Path, keep: int = 5) -> list[str]:
+    """The bot's first ``keep`` ERROR messages of a run (a halt, a rejected exit): the log itself is a temporary file."""
+    errors = []
+    for line in log_file.read_text(encoding="utf-8").splitlines() if log_file.exists() else []:
+        record = json.loads(line)
+        if record.get("level") in ("ERROR", "CRITICAL") and len(errors) < keep:
+            errors.append(record.get("message", "")[:300])
+    return errors
 
 
 def signal_candles(candles: list[Candle], first_index: int, count: int) -> list[int]:
@@ -309,11 +319,13 @@ def main() -> int:
             all_to_handler += out["to_handler_ms"]
             all_to_engine += out["to_engine_ms"]
             fig = {"samples_ms": [round(x, 3) for x in out["samples_ms"]], "entries": len(s), "no_entry": out["no_entry"],
-                   "not_opened": out["not_opened"],
+                   "not_opened": out["not_opened"], "errors": out["errors"],
                    "p50_ms": round(percentile(s, 0.50), 3), "max_ms": round(s[-1], 3) if s else None}
             per_run.append(fig)
             print(f"run {run + 1}: {fig['entries']} entries ({fig['no_entry']} signals without an entry: {fig['not_opened']}): "
                   f"p50 {fig['p50_ms']:.3f} ms  max {fig['max_ms']:.3f} ms")
+            for message in fig["errors"]:  # e.g. why entries were halted: worth reading before trusting the figures
+                print(f"  bot error: {message}")
     all_samples.sort()
     all_to_handler.sort()
     all_to_engine.sort()
@@ -331,6 +343,7 @@ def main() -> int:
                                        "p99_ms": round(percentile(all_to_engine, 0.99), 3)},
         "samples_ms_per_run": [r["samples_ms"] for r in per_run],
         "not_opened_per_run": [r["not_opened"] for r in per_run],
+        "errors_per_run": [r["errors"] for r in per_run],
         "target": {"p50_ms": TARGET_P50_MS, "p99_ms": TARGET_P99_MS},
         "path": "the simulator writes the frame that closes the signal candle to the socket -> gzip WS -> MarketStream -> "
                 "MarketFeed -> SymbolEngine -> ExecutionBroker -> worker risk gate -> signal, trade and order intent committed "
