@@ -518,3 +518,76 @@ async def test_close_while_away_books_the_funding_paid_before_the_close(db_url, 
     assert again.ok
     await trade.refresh_from_db()
     assert trade.funding == paid
+
+
+async def test_a_stop_that_fires_while_a_trailing_step_replaces_it_is_booked_at_once(db_url: str) -> None:
+    """A trailing step places the new stop, then cancels the old one. The old one fired on the exchange in between
+    (BingX answers the cancel with 80018, order already filled) and its report is late: the broker looks the order up
+    and books the close at once. Before, it logged the failed cancel and waited for the report, so the next order
+    for the trade (a stop, an exit) met "no position to close", found no closing order among the current ones and
+    halted entries."""
+    from engine.execution.runtime import TradingRuntime
+    from engine.trading.manager import StopMove
+    from tests.execution_sim import app_config, open_live_trade, options, simulator, window
+
+    data, start_ms = window(2620, 2680)
+    sim = simulator(data, start_ms)
+    await sim.start()
+    publish = sim.hub.publish_account
+    late_reports: list[dict[str, Any]] = []
+    hold = [False]
+
+    def late(payload: dict[str, Any]) -> None:
+        if hold[0]:
+            late_reports.append(payload)
+            return
+        publish(payload)
+
+    sim.hub.publish_account = late  # type: ignore[method-assign]
+    runtime = TradingRuntime(app_config("live", sim, db_url), clock_ms=sim.server_time_ms, options=options())
+    try:
+        await runtime.start()
+        broker = runtime.broker
+        assert broker is not None
+        await open_live_trade(sim, runtime, start_ms)
+        [ctx] = broker.active_trades
+        old_stop = ctx.stop
+        assert old_stop is not None and ctx.stop_level is not None
+        venue_cancel = broker.venue.cancel
+
+        async def cancel_after_it_fired(symbol: str, exchange_order_id: str) -> Any:
+            if exchange_order_id == old_stop.exchange_order_id:
+                hold[0] = True  # the account stream's report of the fill comes late
+                sim.engine._trigger(sim.engine.orders[int(exchange_order_id)], sim.engine.markets[symbol])
+            return await venue_cancel(symbol, exchange_order_id)
+
+        broker.venue.cancel = cancel_after_it_fired  # type: ignore[method-assign]
+        price = broker.last_price[ctx.symbol]
+        halfway = float(ctx.stop_level) + (price - float(ctx.stop_level)) / 2  # favourable on either side
+        further = float(ctx.stop_level) + (price - float(ctx.stop_level)) * 0.6
+        broker.move_stop(ctx.symbol, ctx.position, StopMove(halfway, 1.0, 0.5), sim.server_time_ms())
+        # the next step follows at once, well inside the order poll's interval (the safety net that would find the fill)
+        broker.move_stop(ctx.symbol, ctx.position, StopMove(further, 1.2, 0.6), sim.server_time_ms())
+        for _ in range(100):
+            await runtime.wait_idle()
+            if await Trade.filter(mode="live", state=TradeState.CLOSED).count() == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert late_reports, "the fill report was not held back: no test"
+        trade = await Trade.get(mode="live")
+        assert trade.state is TradeState.CLOSED, trade.state  # booked from the lookup, before any report
+        assert broker.halted_reason is None
+        hold[0] = False
+        for payload in late_reports:  # the late reports change nothing
+            publish(payload)
+        for _ in range(40):
+            await runtime.wait_idle()
+            if not sim.engine.open_orders[ctx.symbol]:
+                break
+            await asyncio.sleep(0.05)
+        assert not sim.engine.open_orders[ctx.symbol]  # the new stop and the target went with the position
+        assert sim.engine.account.position(ctx.symbol, ctx.side) is None or sim.engine.account.position(ctx.symbol, ctx.side).amount == 0
+        assert broker.halted_reason is None and (await Trade.get(mode="live")).state is TradeState.CLOSED
+    finally:
+        await runtime.stop()
+        await sim.stop()

@@ -1136,9 +1136,13 @@ class ExecutionBroker:
         self._cancelled_by_us.add(protective.order_id)
         try:
             update = await self.venue.cancel(ctx.symbol, protective.exchange_order_id)
-        except Exception as exc:  # the order may have just filled or gone: its update tells us
-            logger.warning("[%s] cancel of %s failed: %s", self.mode.upper(), protective.exchange_order_id, exc, extra=self._log_extra(ctx))
-            return
+        except Exception as exc:
+            # it may have just filled (BingX 80018: a stop that fired while a trailing step replaced it) or gone. Its
+            # report can come late, and the trade's next order would meet "no position" with no closing order to
+            # explain it (a halt): learn its state now, as for an order that is no longer working
+            logger.warning("[%s] cancel of %s failed: %s; looking it up", self.mode.upper(), protective.exchange_order_id, exc,
+                           extra=self._log_extra(ctx))
+            update = None
         if update is None:  # no longer working (filled, or gone with the position): learn its final state now
             update = await self.venue.query(ctx.symbol, exchange_order_id=protective.exchange_order_id)
             update = dataclass_replace(update, source="lookup") if update is not None else None
