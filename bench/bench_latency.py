@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_backtest import merge_results  # noqa: E402  (this script's folder is on sys.path)
+from cpu_reference import reference_ms  # noqa: E402
 from bot.config import AppConfig  # noqa: E402
 from bot.gc_tuning import collect_young_less_often, freeze_heap  # noqa: E402
 from bot.logging_setup import setup_logging, stop_logging  # noqa: E402
@@ -313,17 +314,18 @@ def main() -> int:
     all_to_engine: list[float] = []
     with tempfile.TemporaryDirectory(dir=args.db_dir) as tmp:
         for run in range(args.runs):
+            cpu_reference = reference_ms()  # the machine's speed just before the run (on a shared VM it drifts)
             out = asyncio.run(one_run(args.file, last, times, start_ms, Path(tmp)))
             s = sorted(out["samples_ms"])
             all_samples += s
             all_to_handler += out["to_handler_ms"]
             all_to_engine += out["to_engine_ms"]
             fig = {"samples_ms": [round(x, 3) for x in out["samples_ms"]], "entries": len(s), "no_entry": out["no_entry"],
-                   "not_opened": out["not_opened"], "errors": out["errors"],
+                   "not_opened": out["not_opened"], "errors": out["errors"], "cpu_reference_ms": cpu_reference,
                    "p50_ms": round(percentile(s, 0.50), 3), "max_ms": round(s[-1], 3) if s else None}
             per_run.append(fig)
             print(f"run {run + 1}: {fig['entries']} entries ({fig['no_entry']} signals without an entry: {fig['not_opened']}): "
-                  f"p50 {fig['p50_ms']:.3f} ms  max {fig['max_ms']:.3f} ms")
+                  f"p50 {fig['p50_ms']:.3f} ms  max {fig['max_ms']:.3f} ms  (CPU reference {cpu_reference} ms)")
             for message in fig["errors"]:  # e.g. why entries were halted: worth reading before trusting the figures
                 print(f"  bot error: {message}")
     all_samples.sort()
@@ -344,6 +346,7 @@ def main() -> int:
         "samples_ms_per_run": [r["samples_ms"] for r in per_run],
         "not_opened_per_run": [r["not_opened"] for r in per_run],
         "errors_per_run": [r["errors"] for r in per_run],
+        "cpu_reference_ms_per_run": [r["cpu_reference_ms"] for r in per_run],  # bench/cpu_reference.py: lower is faster
         "target": {"p50_ms": TARGET_P50_MS, "p99_ms": TARGET_P99_MS},
         "path": "the simulator writes the frame that closes the signal candle to the socket -> gzip WS -> MarketStream -> "
                 "MarketFeed -> SymbolEngine -> ExecutionBroker -> worker risk gate -> signal, trade and order intent committed "

@@ -44,6 +44,10 @@ def rows(data: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
             spread = f"{per_run['min']:.2f}-{per_run['max']:.2f} (run p50s)" if key == "p50_ms" else "-"
             out.append((f"{label} (ms, {lat['samples']} entries of {lat['runs']} runs)", f"{lat[key]:.2f}", spread,
                         f"<= {target}" if target else "-", target is None or lat[key] <= target))
+        reference = lat.get("cpu_reference_ms_per_run")
+        if reference:  # how fast the machine ran Python at the time (bench/cpu_reference.py): figures compare only near it
+            out.append(("  CPU reference before each run: fixed Python workload (ms, lower is faster)",
+                        f"{sorted(reference)[len(reference) // 2]:.1f}", f"{min(reference):.1f}-{max(reference):.1f}", "-", True))
         handler = lat.get("publish_to_rest_handler")
         if handler:  # the same entries from the simulator's publish to its REST handler: the figure sessions 1-2 gave
             out.append(("  same entries, publish -> REST handler p50 / p99 (ms)", f"{handler['p50_ms']:.2f} / {handler['p99_ms']:.2f}",
