@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bot.config import AppConfig
 from db.models import Fill, Order, Trade, TradeState
@@ -95,6 +95,25 @@ async def open_live_trade(sim: SimulatorServer, runtime: TradingRuntime, start_m
         minutes += 1
     await runtime.wait_idle()
     return minutes
+
+
+def hold_account_reports(sim: SimulatorServer, holds: Callable[[dict[str, Any]], bool]
+                         ) -> tuple[list[dict[str, Any]], Callable[[dict[str, Any]], None]]:
+    """Keep back the account-stream reports ``holds`` picks: they reach the bot only when the test publishes them.
+
+    Returns the held reports and the simulator's own publish.
+    """
+    publish = sim.hub.publish_account
+    held: list[dict[str, Any]] = []
+
+    def filtered(payload: dict[str, Any]) -> None:
+        if holds(payload):
+            held.append(payload)
+            return
+        publish(payload)
+
+    sim.hub.publish_account = filtered  # type: ignore[method-assign]
+    return held, publish
 
 
 def settle_funding(sim: SimulatorServer) -> Decimal:

@@ -378,21 +378,13 @@ async def test_funding_reported_after_the_close_was_booked_goes_to_the_trade_tha
     """The payment settled while the trade was open, but its event is handled after the trade's close was booked
     (the fills were learned first, by a lookup or from a slow queue): it is still the closed trade's funding."""
     from engine.execution.runtime import TradingRuntime
-    from tests.execution_sim import app_config, open_live_trade, options, settle_funding, simulator, window
+    from tests.execution_sim import app_config, hold_account_reports, open_live_trade, options, settle_funding, simulator, window
 
     data, start_ms = window(2620, 2680)
     sim = simulator(data, start_ms)
     await sim.start()
-    publish = sim.hub.publish_account
-    held: list[dict[str, Any]] = []
-
-    def late(payload: dict[str, Any]) -> None:  # the funding event reaches the bot only after the close
-        if payload.get("e") == "ACCOUNT_UPDATE" and (payload.get("a") or {}).get("m") == "FUNDING_FEE":
-            held.append(payload)
-            return
-        publish(payload)
-
-    sim.hub.publish_account = late  # type: ignore[method-assign]
+    held, publish = hold_account_reports(  # the funding event reaches the bot only after the close
+        sim, lambda payload: payload.get("e") == "ACCOUNT_UPDATE" and (payload.get("a") or {}).get("m") == "FUNDING_FEE")
     runtime = TradingRuntime(app_config("live", sim, db_url), clock_ms=sim.server_time_ms, options=options())
     try:
         await runtime.start()
@@ -528,22 +520,13 @@ async def test_a_stop_that_fires_while_a_trailing_step_replaces_it_is_booked_at_
     halted entries."""
     from engine.execution.runtime import TradingRuntime
     from engine.trading.manager import StopMove
-    from tests.execution_sim import app_config, open_live_trade, options, simulator, window
+    from tests.execution_sim import app_config, hold_account_reports, open_live_trade, options, simulator, window
 
     data, start_ms = window(2620, 2680)
     sim = simulator(data, start_ms)
     await sim.start()
-    publish = sim.hub.publish_account
-    late_reports: list[dict[str, Any]] = []
     hold = [False]
-
-    def late(payload: dict[str, Any]) -> None:
-        if hold[0]:
-            late_reports.append(payload)
-            return
-        publish(payload)
-
-    sim.hub.publish_account = late  # type: ignore[method-assign]
+    late_reports, publish = hold_account_reports(sim, lambda payload: hold[0])
     runtime = TradingRuntime(app_config("live", sim, db_url), clock_ms=sim.server_time_ms, options=options())
     try:
         await runtime.start()
@@ -586,7 +569,8 @@ async def test_a_stop_that_fires_while_a_trailing_step_replaces_it_is_booked_at_
                 break
             await asyncio.sleep(0.05)
         assert not sim.engine.open_orders[ctx.symbol]  # the new stop and the target went with the position
-        assert sim.engine.account.position(ctx.symbol, ctx.side) is None or sim.engine.account.position(ctx.symbol, ctx.side).amount == 0
+        position = sim.engine.account.position(ctx.symbol, ctx.side)
+        assert position is None or position.amount == 0
         assert broker.halted_reason is None and (await Trade.get(mode="live")).state is TradeState.CLOSED
     finally:
         await runtime.stop()
