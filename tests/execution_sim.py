@@ -116,10 +116,20 @@ def hold_account_reports(sim: SimulatorServer, holds: Callable[[dict[str, Any]],
     return held, publish
 
 
+def is_funding_report(payload: dict[str, Any]) -> bool:
+    """An account-stream report of a funding payment (BingX ``ACCOUNT_UPDATE`` with reason ``FUNDING_FEE``)."""
+    return payload.get("e") == "ACCOUNT_UPDATE" and (payload.get("a") or {}).get("m") == "FUNDING_FEE"
+
+
+def funding_paid(sim: SimulatorServer) -> Decimal:
+    """Every funding payment of the simulator's account so far (negative = paid)."""
+    return sum((r.amount for r in sim.engine.account.income if r.income_type == "FUNDING_FEE"), Decimal(0))
+
+
 def settle_funding(sim: SimulatorServer) -> Decimal:
     """Settle funding now on the simulator; every funding payment of the account so far (negative = paid)."""
     sim.engine.apply_funding(sim.server_time_ms())
-    return sum((r.amount for r in sim.engine.account.income if r.income_type == "FUNDING_FEE"), Decimal(0))
+    return funding_paid(sim)
 
 
 def dec(text: Any) -> Decimal:

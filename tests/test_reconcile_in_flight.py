@@ -270,7 +270,7 @@ async def test_restart_recovery_adopts_the_attached_orders_of_an_entry_filled_wh
 
 async def test_funding_while_the_entry_fill_is_not_booked_yet_is_booked_with_the_entry(db_url: str) -> None:
     from engine.execution.runtime import TradingRuntime
-    from tests.execution_sim import app_config, options, simulator, step_minutes, window
+    from tests.execution_sim import app_config, funding_paid, options, simulator, step_minutes, window
 
     data, start_ms = window(2620, 2680)
     sim = simulator(data, start_ms)
@@ -301,7 +301,7 @@ async def test_funding_while_the_entry_fill_is_not_booked_yet_is_booked_with_the
             await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
             minutes += 1
         trade = await Trade.get(mode="live")
-        paid = sum((r.amount for r in sim.engine.account.income if r.income_type == "FUNDING_FEE"), Decimal(0))
+        paid = funding_paid(sim)
         assert paid != 0
 
         async def booked() -> bool:
@@ -324,22 +324,14 @@ async def test_funding_while_the_entry_fill_is_not_booked_yet_is_booked_with_the
 async def test_funding_missed_while_the_account_stream_was_down_is_booked_on_reconnect(db_url: str) -> None:
     from engine.exchange.bingx.events import StreamReconnected
     from engine.execution.runtime import TradingRuntime
-    from tests.execution_sim import app_config, open_live_trade, options, settle_funding, simulator, window
+    from tests.execution_sim import (app_config, hold_account_reports, is_funding_report, open_live_trade, options,
+                                     settle_funding, simulator, window)
     from bot.worker import Worker
 
     data, start_ms = window(2620, 2680)
     sim = simulator(data, start_ms)
     await sim.start()
-    publish = sim.hub.publish_account
-    lost: list[dict[str, Any]] = []
-
-    def lossy(payload: dict[str, Any]) -> None:  # the stream is down when the funding settles: its event is lost
-        if payload.get("e") == "ACCOUNT_UPDATE" and (payload.get("a") or {}).get("m") == "FUNDING_FEE":
-            lost.append(payload)
-            return
-        publish(payload)
-
-    sim.hub.publish_account = lossy  # type: ignore[method-assign]
+    lost, _ = hold_account_reports(sim, is_funding_report)  # the stream is down when the funding settles: never published
     config = app_config("live", sim, db_url)
     runtime = TradingRuntime(config, clock_ms=sim.server_time_ms, options=options())
     try:
@@ -378,13 +370,13 @@ async def test_funding_reported_after_the_close_was_booked_goes_to_the_trade_tha
     """The payment settled while the trade was open, but its event is handled after the trade's close was booked
     (the fills were learned first, by a lookup or from a slow queue): it is still the closed trade's funding."""
     from engine.execution.runtime import TradingRuntime
-    from tests.execution_sim import app_config, hold_account_reports, open_live_trade, options, settle_funding, simulator, window
+    from tests.execution_sim import (app_config, hold_account_reports, is_funding_report, open_live_trade, options,
+                                     settle_funding, simulator, window)
 
     data, start_ms = window(2620, 2680)
     sim = simulator(data, start_ms)
     await sim.start()
-    held, publish = hold_account_reports(  # the funding event reaches the bot only after the close
-        sim, lambda payload: payload.get("e") == "ACCOUNT_UPDATE" and (payload.get("a") or {}).get("m") == "FUNDING_FEE")
+    held, publish = hold_account_reports(sim, is_funding_report)  # the funding event reaches the bot only after the close
     runtime = TradingRuntime(app_config("live", sim, db_url), clock_ms=sim.server_time_ms, options=options())
     try:
         await runtime.start()
