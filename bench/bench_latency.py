@@ -234,7 +234,7 @@ async def one_run(file: str, last_index: int, signal_times: list[int], start_ms:
         await close_db()
         stop_logging()
     return {"samples_ms": samples, "to_handler_ms": to_handler, "to_engine_ms": to_engine, "signals": len(signal_times), "no_entry": skipped,
-            "not_opened": not_opened_reasons(log_file), "errors": logged_errors(log_file)}  # read after stop_logging() wrote it out
+            **run_log_summary(log_file)}  # read after stop_logging() wrote it out
 
 
 def _sample(probe: dict[str, Any], index: int) -> dict[str, float] | None:
@@ -254,26 +254,21 @@ def _sample(probe: dict[str, Any], index: int) -> dict[str, float] | None:
             "engine_ms": (probe["entries_ns"][index] - closing) / 1e6}
 
 
-def not_opened_reasons(log_file: Path) -> dict[str, int]:
-    """Why the bot did not open an entry, from its own log (risk rule, position already held, ...)."""
+def run_log_summary(log_file: Path, errors_kept: int = 5) -> dict[str, Any]:
+    """From the bot's log of a run (a temporary file): ``not_opened``, why it did not open an entry (risk rule,
+    position already held, ...), and ``errors``, its first ``errors_kept`` ERROR messages (a halt, a rejected exit)."""
     reasons: dict[str, int] = {}
+    errors: list[str] = []
     for line in log_file.read_text(encoding="utf-8").splitlines() if log_file.exists() else []:
-        message = json.loads(line).get("message", "")
+        record = json.loads(line)
+        message = record.get("message", "")
         if " not opened: " in message:
             reason = message.split(" not opened: ", 1)[1]
             key = ":".join(reason.split(":")[:2]) if reason.startswith("risk:") else reason.split(" by ")[0][:60]
             reasons[key] = reasons.get(key, 0) + 1
-    return reasons
-
-
-def logged_errors(log_file: Path, keep: int = 5) -> list[str]:
-    """The bot's first ``keep`` ERROR messages of a run (a halt, a rejected exit): the log itself is a temporary file."""
-    errors = []
-    for line in log_file.read_text(encoding="utf-8").splitlines() if log_file.exists() else []:
-        record = json.loads(line)
-        if record.get("level") in ("ERROR", "CRITICAL") and len(errors) < keep:
-            errors.append(record.get("message", "")[:300])
-    return errors
+        if record.get("level") in ("ERROR", "CRITICAL") and len(errors) < errors_kept:
+            errors.append(message[:300])
+    return {"not_opened": reasons, "errors": errors}
 
 
 def signal_candles(candles: list[Candle], first_index: int, count: int) -> list[int]:
