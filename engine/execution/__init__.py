@@ -7,6 +7,10 @@
 - ``order_store``: orders persisted before they are sent, status events, fills one by one
 - ``positions``: trades (PENDING/OPEN/CLOSING/CLOSED) in the DB with PnL in money and R
 - ``broker``: ``ExecutionBroker``, the ``engine.trading.Broker`` both modes share
+- ``trade_ctx``: the values the broker works with (``TradeRequest``, ``GateDecision``, ``TradeCtx``, ``TradeView``)
+- ``recovery``: restart recovery of the broker's trades (``BrokerRecovery``)
+- ``funding``: funding payments booked on the trades (``FundingBooker``) and their ledger
+- ``signal_rows``: the ``Signal`` rows the broker stores, with their fate
 - ``runtime``: ``TradingRuntime``, market feed -> ``SymbolEngine`` -> broker for one process
 """
 

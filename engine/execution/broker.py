@@ -30,6 +30,15 @@ orders on a :class:`~engine.execution.venue.Venue` and reports the fills back th
   alert goes out, and the close can be tried again (``close_trade``);
 * a trade already CLOSED in the database (reconciliation booked it through
   :meth:`ExecutionBroker.book_reconciled_close`) is never booked or reported twice.
+
+This module is the order state machine (entries, updates, protection, exits); its collaborators:
+
+* ``trade_ctx``: the values it works with (``TradeRequest``, ``GateDecision``, ``TradeCtx``,
+  ``Protective``, ``TradeView``, the hook types) and ``round_to_tick``; re-exported here;
+* ``recovery``: restart recovery (``BrokerRecovery``, the body of :meth:`ExecutionBroker.recover`);
+* ``funding``: funding payments booked on the trades (``FundingBooker``, behind
+  :meth:`ExecutionBroker.on_funding` and :meth:`ExecutionBroker.catch_up_funding`);
+* ``signal_rows``: the ``Signal`` rows and their fate (``SignalRows``).
 """
 
 from __future__ import annotations
@@ -37,148 +46,42 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
+from decimal import Decimal
+from typing import Any, Callable, Coroutine
 
 from db.fast_insert import Ref, Row, insert_rows, warm_up
-from db.models import Fill as FillRow
-from db.models import Order, OrderEvent, OrderIntent, OrderStatus, Signal, SignalFate, Trade, TradeExit, TradeState
+from db.models import Order, OrderEvent, OrderIntent, OrderStatus, Signal, SignalFate, Trade, TradeState
 from engine.exchange.bingx import new_client_order_id
 from engine.exchange.bingx.errors import NO_POSITION_CODES
-from engine.execution.order_store import FINAL_STATUSES, OrderStore, RecordedFill
+from engine.execution.funding import FundingBooker
+from engine.execution.order_store import FINAL_STATUSES, OrderStore
 from engine.execution.positions import TradeStore, dec
+from engine.execution.recovery import BrokerRecovery, RecoveryReport
+from engine.execution.signal_rows import SignalRows
+# the value types live in trade_ctx; they stay importable from here (engine.risk, bot and tests import them so)
+from engine.execution.trade_ctx import (
+    ZERO,
+    AlertHook,
+    EntryApproval,
+    GateDecision,
+    PreTradeGate,
+    Protective,
+    TradeCtx,
+    TradeRequest,
+    TradeView,
+    dataclass_replace,
+    round_to_tick,
+)
 from engine.execution.venue import ExecMode, OrderSpec, PlacementRejected, PlacementUnknown, Venue, VenueUpdate
 from engine.trading.engine import SymbolEngine
 from engine.trading.manager import ExitIntent, ExitKind, StopMove
 from engine.trading.positions import Fill, Position, PositionState
 from strategies.base import Side
-from strategies.generator import Fate, SignalRecord
-
-if TYPE_CHECKING:
-    from engine.execution.recovery import RecoveryReport
+from strategies.generator import SignalRecord
 
 logger = logging.getLogger(__name__)
 
-ZERO = Decimal(0)
 PROTECTIVE_TYPES = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
-RECENTLY_CLOSED_KEPT = 50  # closed trades a late funding payment can still be booked on
-
-
-@dataclass(frozen=True, slots=True)
-class TradeRequest:
-    """An entry the engine wants to place, as the pre-trade gate (risk manager) sees it."""
-
-    mode: str
-    symbol: str
-    strategy: str
-    side: str  # LONG / SHORT
-    qty: Decimal
-    entry: float
-    stop: float
-    target: float
-    risk_amount: float  # qty * |entry - stop|
-    notional: float
-    equity: float
-    time_ms: int
-    # True for the re-check of an entry a human approved: the gate already allowed it (and counted it
-    # toward the order-rate cap) before the approval was asked for, so it must not count it again
-    recheck: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class GateDecision:
-    """The gate's answer: ``allowed`` or a veto with its reason (stored with the signal)."""
-
-    allowed: bool
-    reason: str = ""
-
-
-PreTradeGate = Callable[[TradeRequest], Awaitable[GateDecision]]
-# A human approval of an entry that passed the risk gate: (request, stored signal row) -> decision.
-# It may wait minutes, so the broker runs it OUTSIDE its job queue (exits and stops keep flowing).
-EntryApproval = Callable[[TradeRequest, Signal], Awaitable[GateDecision]]
-AlertHook = Callable[[str, str, dict[str, Any]], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class Protective:
-    """A stop-loss or take-profit order working on the venue for a trade."""
-
-    order_id: int  # DB id
-    exchange_order_id: str
-    price: Decimal
-    qty: Decimal
-
-
-@dataclass(slots=True)
-class TradeCtx:
-    """In-memory state of one trade from its entry decision to its close."""
-
-    trade_id: str
-    symbol: str
-    position: Position
-    engine: SymbolEngine
-    side: str  # LONG / SHORT (hedge position side)
-    db_trade: Trade | None = None
-    entry_order: Order | None = None
-    attached_stop: Decimal | None = None
-    attached_target: Decimal | None = None
-    stop: Protective | None = None
-    target: Protective | None = None
-    stop_level: float | None = None
-    target_level: float | None = None
-    trailed: bool = False
-    open_qty: Decimal = ZERO
-    fills: dict[int, list[RecordedFill]] = field(default_factory=dict)  # DB order id -> fills not yet reported
-    exit_intents: dict[int, ExitIntent] = field(default_factory=dict)  # our market exits by DB order id
-    expecting: ExitIntent | None = None
-    closed: bool = False
-    failed: bool = False
-
-    @property
-    def strategy(self) -> str:
-        """The strategy that opened it."""
-        return self.position.strategy
-
-    @property
-    def closing_side(self) -> str:
-        """BUY/SELL that reduces this hedge position."""
-        return "SELL" if self.side == "LONG" else "BUY"
-
-
-@dataclass(frozen=True, slots=True)
-class TradeView:
-    """A read-only snapshot of one open trade, for chat commands, reports and shutdown.
-
-    ``trade_id`` is the engine's id (what :meth:`ExecutionBroker.close_trade` takes), ``db_id`` the
-    ``Trade`` row's id (what users see in /trades). ``stop`` / ``target`` are the prices of the
-    working exchange orders, else the planned levels; ``risk_per_unit`` is 1R of the plan.
-    """
-
-    trade_id: str
-    db_id: int | None
-    symbol: str
-    strategy: str
-    side: str  # LONG / SHORT
-    qty: Decimal  # open quantity
-    entry_price: Decimal
-    stop: Decimal | None
-    target: Decimal | None
-    risk_per_unit: Decimal | None
-    opened_at: datetime | None
-
-    @property
-    def position_id(self) -> str:
-        """The id chat commands show and take: the database trade id, else the engine's."""
-        return str(self.db_id) if self.db_id is not None else self.trade_id
-
-
-def round_to_tick(value: float | Decimal, tick: Decimal) -> Decimal:
-    """Nearest multiple of ``tick`` (half up), as the exchange client rounds prices."""
-    return ((dec(value) / tick).to_integral_value(rounding=ROUND_HALF_UP) * tick).quantize(tick)
 
 
 class SymbolBroker:
@@ -240,10 +143,13 @@ class ExecutionBroker:
         self._awaiting: set[int] = set()  # market orders whose executions are still to be booked
         self._prepared: set[str] = set()
         self._placing: set[str] = set()  # client order ids sent and not yet answered
-        self._funding_unheld: set[str] = set()  # symbols with a funding payment no open trade could take yet
-        # trades closed by their exits in this run: a payment settled while one was open can be reported (or read from
-        # the income history) after its close was booked, when its fills were learned first (a lookup, a slow queue)
-        self._recently_closed: deque[TradeCtx] = deque(maxlen=RECENTLY_CLOSED_KEPT)
+        self._funding = FundingBooker(self.mode, venue, self.trades, self._ctx, self._refresh_wallet, self._log_extra)
+        self._recovery = BrokerRecovery(self)
+        self._signals = SignalRows(self.mode)
+        # the entry path (``_open``) stores its signal through these names
+        self._signal_row = self._signals.row
+        self._signal_refused = self._signals.refused
+        self._signal_values = self._signals.values
         self._queue: asyncio.Queue[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._timers: set[asyncio.Task[None]] = set()
@@ -402,7 +308,7 @@ class ExecutionBroker:
 
     def record_signal(self, record: SignalRecord) -> None:
         """Queue storing a signal and its fate (entries store theirs first; a veto there wins)."""
-        self._enqueue("signal", lambda: self._store_signal(record))
+        self._enqueue("signal", lambda: self._signals.store(record))
 
     def close_trade(self, trade_id: str, reason: str = "manual") -> bool:
         """Close one open trade at market (chat command, shutdown); False when it is not open."""
@@ -423,7 +329,7 @@ class ExecutionBroker:
 
     # -- restart recovery ------------------------------------------------------------------------
 
-    async def recover(self, strategies: Any) -> "RecoveryReport":
+    async def recover(self, strategies: Any) -> RecoveryReport:
         """Reload the trades a previous run left PENDING/OPEN/CLOSING (call after reconciliation, before trading).
 
         Every open trade goes back into its engine (position, plan, manager state) and into the
@@ -435,15 +341,14 @@ class ExecutionBroker:
         whose state is still unknown halts entries. Live: the funding settled while the bot was down
         is booked from the income history (once per tranId). Nothing is ever resent blindly.
         """
-        from engine.execution.recovery import RecoveryReport
-
         report = RecoveryReport()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def job() -> None:
             # on the worker, like every other order change: no venue update can interleave with it
             try:
-                await self._recover(strategies, report)
+                await self._recovery.run(strategies, report)
+                await self._funding.book_missed(report)
             except BaseException as exc:
                 done.set_exception(exc)
                 raise
@@ -456,170 +361,6 @@ class ExecutionBroker:
             self.halt("recovery: " + "; ".join(report.problems)[:200])
             await self._alert("halt", "restart recovery could not explain: " + "; ".join(report.problems), {})
         return report
-
-    async def _recover(self, strategies: Any, report: "RecoveryReport") -> None:
-        from engine.execution import recovery as rec
-
-        for trade in await self.trades.open_trades():
-            engine = self.engines.get(trade.symbol)
-            label = f"trade {trade.id} {trade.symbol} {trade.strategy} {trade.side}"
-            if engine is None:
-                report.problems.append(f"{label}: symbol no longer configured; its position is not managed")
-                continue
-            orders = await Order.filter(trade_id=trade.id).order_by("id")
-            entry = next((o for o in orders if o.intent is OrderIntent.ENTRY), None)
-            signal = await rec.load_signal(trade, strategies)
-            trade_id = rec.engine_trade_id(trade, signal.time_ms)
-            side = "LONG" if trade.side.upper() == "LONG" else "SHORT"
-            if trade.state is TradeState.PENDING:
-                if entry is None or (entry.status in FINAL_STATUSES and entry.filled_qty <= 0):
-                    await self.trades.mark_failed(trade, "entry never filled (found at restart)")
-                    report.failed_entries.append(label)
-                    continue
-                if entry.status not in FINAL_STATUSES:
-                    report.problems.append(f"{label}: entry order {entry.client_order_id} is {entry.status.value}")
-                    continue
-                position = Position(trade_id, signal, entry.filled_qty)
-                # the levels the entry carried: the exchange's attached SL/TP sit at exactly these, so they are adopted
-                attached_stop, attached_target = await rec.attached_levels(trade, entry)
-                ctx = TradeCtx(trade_id, trade.symbol, position, engine, side, db_trade=trade, entry_order=entry,
-                               attached_stop=attached_stop, attached_target=attached_target)
-                engine.positions[trade_id] = position
-                self._ctx[trade_id] = ctx
-                self._route[entry.id] = (ctx, "entry")
-                # the fills were booked (or not: reconciliation only sets the totals) by an earlier run:
-                # reload them, and look up on the venue what is missing, so the entry fee is the real one
-                ctx.fills[entry.id] = await self._entry_fills_at_restart(ctx, entry, label)
-                await self._entry_filled(ctx, entry)  # plans from the fill, marks the trade open, protects it
-                report.restored.append(f"{label}: entry filled while away, opened {entry.filled_qty} @ {entry.avg_price}")
-                continue
-            if trade.entry_price is None or trade.qty <= 0:
-                report.problems.append(f"{label}: {trade.state.value} without entry price or quantity")
-                continue
-            exits = await TradeExit.filter(trade_id=trade.id).order_by("id")
-            plan = rec.rebuild_plan(trade, strategies)
-            try:
-                manager = rec.rebuild_manager(plan, trade, exits, engine.contract)
-            except ValueError as exc:  # stored quantities that contradict each other: never guess
-                report.problems.append(f"{label}: cannot rebuild its management state ({exc})")
-                continue
-            position = await rec.rebuild_position(trade, entry, trade_id, signal, plan, manager, exits)
-            management = trade.management or {}
-            ctx = TradeCtx(trade_id, trade.symbol, position, engine, side, db_trade=trade, entry_order=entry,
-                           stop_level=manager.stop, target_level=float(management.get("target_level") or trade.target),
-                           trailed=manager.trailed, open_qty=Decimal(trade.qty))
-            engine.positions[trade_id] = position
-            self._ctx[trade_id] = ctx
-            restore = getattr(self.venue, "restore_position", None)
-            if restore is not None:  # paper: the simulated account lives in memory; put the position back
-                restore(trade.symbol, side, Decimal(trade.qty), Decimal(trade.entry_price))
-            filled_protective: list[tuple[Order, str]] = []
-            for order in orders:
-                if order.intent not in (OrderIntent.STOP_LOSS, OrderIntent.TAKE_PROFIT):
-                    continue
-                if order.status in FINAL_STATUSES and order.filled_qty > 0:
-                    # it executed while nobody could book it (the trade is still open in the DB, and a booked
-                    # stop/target fill closes it): it is the trade's exit, booked below
-                    filled_protective.append((order, "stop" if order.intent is OrderIntent.STOP_LOSS else "target"))
-                    continue
-                if order.status in FINAL_STATUSES:
-                    continue
-                role = "stop" if order.intent is OrderIntent.STOP_LOSS else "target"
-                self._route[order.id] = (ctx, role)
-                if order.exchange_order_id is None:
-                    continue  # never acknowledged: reconciliation (live) resolves it; the lookup below covers paper
-                protective = Protective(order.id, order.exchange_order_id, Decimal(order.stop_price or 0), Decimal(order.quantity))
-                current = ctx.stop if role == "stop" else ctx.target
-                if current is not None:
-                    # two working copies (a crash between place and cancel): keep the newer one, cancel the older
-                    await self._cancel(ctx, current)
-                if role == "stop":
-                    ctx.stop = protective
-                else:
-                    ctx.target = protective
-            for order, role in filled_protective:
-                if ctx.closed or order.filled_qty > ctx.open_qty:
-                    if not ctx.closed:
-                        report.problems.append(f"{label}: its {role} {order.client_order_id} filled {order.filled_qty} "
-                                               f"but only {ctx.open_qty} is open")
-                    continue
-                self._route[order.id] = (ctx, role)
-                ctx.fills[order.id] = await self._entry_fills_at_restart(ctx, order, label)
-                self._route.pop(order.id, None)
-                await self._exit_filled(ctx, order, role)
-            if ctx.closed:
-                report.closed.append(f"{label}: closed by its exchange order while the bot was away")
-                continue
-            report.restored.append(f"{label}: {ctx.open_qty} @ {trade.entry_price}, stop {ctx.stop_level}")
-            logger.warning("[%s] recovered %s: %s open, stop order %s, target order %s", self.mode.upper(), trade_id, ctx.open_qty,
-                           ctx.stop.exchange_order_id if ctx.stop else None, ctx.target.exchange_order_id if ctx.target else None,
-                           extra=self._log_extra(ctx))
-        for ctx in list(self._ctx.values()):
-            if ctx.closed or ctx.position.state is not PositionState.OPEN:
-                continue
-            await self._verify_protection(ctx, report)
-        await self._book_missed_funding(report)
-
-    async def _entry_fills_at_restart(self, ctx: TradeCtx, entry: Order, label: str) -> list[RecordedFill]:
-        """The executions of an entry that filled while the bot was down (stored ones plus what the venue adds)."""
-        rows = await FillRow.filter(order_id=entry.id).order_by("id")
-        fills = [RecordedFill(entry.id, r.price, r.qty, r.fee, r.realized_pnl, int(r.time_ms)) for r in rows]
-        booked = sum((f.qty for f in fills), ZERO)
-        if booked >= entry.filled_qty:
-            return fills
-        fee: Decimal | None = None
-        time_ms = 0
-        try:
-            update = await self.venue.query(ctx.symbol, exchange_order_id=entry.exchange_order_id,
-                                            client_order_id=None if entry.exchange_order_id else entry.client_order_id)
-            if update is not None:
-                fee, time_ms = update.fee_total, update.time_ms or 0
-            lookup = getattr(self.venue, "order_fee", None)  # live: the account's fills carry the commission
-            if fee is None and lookup is not None and entry.exchange_order_id:
-                fee = await lookup(ctx.symbol, entry.exchange_order_id, _ms(entry.created_at))
-        except Exception as exc:  # the fee is bookkeeping: the position itself is already known
-            logger.warning("[%s] %s: entry fee lookup failed: %s", self.mode.upper(), label, exc,
-                           extra=self._log_extra(ctx, client_order_id=entry.client_order_id))
-        if fee is None:
-            logger.warning("[%s] %s: the entry fee is unknown (the venue did not report it); booked as 0", self.mode.upper(),
-                           label, extra=self._log_extra(ctx, client_order_id=entry.client_order_id))
-            return fills
-        recorded = await self.orders.record_missing_fill(entry, fee_total=fee, time_ms=time_ms)
-        return fills + recorded
-
-    async def _verify_protection(self, ctx: TradeCtx, report: "RecoveryReport") -> None:
-        """Look each protective order up on the venue; book what happened while away; re-place what is gone."""
-        before = (ctx.stop.exchange_order_id if ctx.stop else None, ctx.target.exchange_order_id if ctx.target else None)
-        for role in ("stop", "target"):
-            protective = ctx.stop if role == "stop" else ctx.target
-            if protective is None or ctx.closed:
-                continue
-            update = await self.venue.query(ctx.symbol, exchange_order_id=protective.exchange_order_id)
-            order = await Order.get(id=protective.order_id)
-            if update is None:
-                # the venue does not know it (paper after a restart, or gone on the exchange): it protects nothing
-                await self.orders.set_status(order, OrderStatus.CANCELLED, "lookup", error="not on the venue at restart")
-                self._route.pop(order.id, None)
-                if role == "stop":
-                    ctx.stop = None
-                else:
-                    ctx.target = None
-                continue
-            if update.stop_price and update.stop_price > 0:
-                protective.price = update.stop_price  # the level as the exchange holds it (rounded to its tick)
-            await self._apply(order, dataclass_replace(update, source="lookup"))
-        if ctx.closed:
-            report.closed.append(f"{ctx.trade_id}: closed by its exchange order while the bot was away")
-            return
-        await self._protect(ctx)
-        after = (ctx.stop.exchange_order_id if ctx.stop else None, ctx.target.exchange_order_id if ctx.target else None)
-        for role, old, new in (("stop", before[0], after[0]), ("target", before[1], after[1])):
-            if new is not None and new != old:
-                report.protective_replaced.append(f"{ctx.trade_id}: {role} {old or 'missing'} -> {new}")
-                if self.venue.mode is ExecMode.PAPER:
-                    continue  # the paper book lives in memory: after a restart it is always rebuilt, nothing to alert
-                await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the {role} was missing at restart; re-placed "
-                                  f"({new})", {"trade_id": ctx.trade_id})
 
     # -- venue side --------------------------------------------------------------------------------
 
@@ -635,7 +376,7 @@ class ExecutionBroker:
 
     def on_funding(self, symbol: str | None, amount: Decimal, time_ms: int | None = None) -> None:
         """A funding payment (negative = paid): attributed to the open trades of ``symbol`` by quantity."""
-        self._enqueue("funding", lambda: self._book_funding(symbol, amount, time_ms))
+        self._enqueue("funding", lambda: self._funding.book(symbol, amount, time_ms))
 
     # -- the worker ---------------------------------------------------------------------------------
 
@@ -1058,8 +799,8 @@ class ExecutionBroker:
                           f"target {round_to_tick(plan.target, self.venue.price_tick(ctx.symbol))}", {"trade_id": ctx.trade_id})
         await self._discover_attached(ctx)
         await self._protect(ctx)
-        if ctx.symbol in self._funding_unheld:  # a payment settled while this entry was filled but not booked yet
-            await self._sync_funding(ctx.symbol)
+        if ctx.symbol in self._funding.unheld:  # a payment settled while this entry was filled but not booked yet
+            await self._funding.sync(ctx.symbol)
         await self._refresh_wallet()
 
     async def _discover_attached(self, ctx: TradeCtx) -> None:
@@ -1265,7 +1006,7 @@ class ExecutionBroker:
         if ctx.open_qty <= 0:
             ctx.closed = True
             self._ctx.pop(ctx.trade_id, None)
-            self._recently_closed.append(ctx)
+            self._funding.recently_closed.append(ctx)
             for protective in (ctx.stop, ctx.target):
                 if protective is not None and protective.order_id != order.id:
                     # hedge close-only orders die with the position on BingX; cancel explicitly anyway
@@ -1347,7 +1088,7 @@ class ExecutionBroker:
                 ctx.exit_intents[order.id] = ExitIntent(ExitKind.CLOSE, order.filled_qty, float(order.avg_price or 0),
                                                         "reconcile", order.filled_qty >= ctx.open_qty)
             self._awaiting.discard(order.id)
-            fills = await self._entry_fills_at_restart(ctx, order, label)
+            fills = await self._recovery.entry_fills_at_restart(ctx, order, label)
             ctx.fills[order.id] = fills + [f for f in ctx.fills.get(order.id, []) if f not in fills]
             await self._exit_filled(ctx, order, role)
         return True
@@ -1358,181 +1099,9 @@ class ExecutionBroker:
         except Exception as exc:  # sizing keeps the last known balance
             logger.warning("[%s] wallet refresh failed: %s", self.mode.upper(), exc, extra=self._log_extra())
 
-    async def _book_funding(self, symbol: str | None, amount: Decimal, time_ms: int | None = None) -> None:
-        """A funding payment the account stream reported (``symbol`` None: the event named no single position).
-
-        Live, the payment is booked from the exchange's income history (exact per symbol, once per tranId);
-        only what that history does not show (yet) is booked from the stream's amount, split by quantity.
-        A payment on a position whose entry fill is not booked yet (its trade is still pending) is not
-        dropped: it stays unbooked and is booked from the income history when the entry is booked.
-        """
-        from engine.execution import funding
-
-        scope = {symbol} if symbol is not None else {c.symbol for c in [*self._ctx.values(), *self._recently_closed]
-                                                     if c.db_trade is not None}
-        remainder, unread = amount, set(scope)
-        if getattr(self.venue, "funding_income", None) is not None:
-            for sym in sorted(scope):
-                seen = await self._sync_funding(sym, near_ms=time_ms)
-                if seen is not None:
-                    unread.discard(sym)
-                    remainder -= seen
-        if remainder == 0:
-            await self._refresh_wallet()
-            return
-        open_ctx = [c for c in self._ctx.values() if c.db_trade is not None and c.open_qty > 0 and c.symbol in unread]
-        if not open_ctx:
-            logger.warning("[%s] funding %s (%s) at %s: no open trade to book it on; left to the income history", self.mode.upper(),
-                           remainder, symbol or "several symbols", time_ms, extra=self._log_extra(symbol=symbol))
-            self._funding_unheld |= scope
-            return
-        for ctx, share in zip(open_ctx, funding.split_by_qty(remainder, [c.open_qty for c in open_ctx])):
-            assert ctx.db_trade is not None
-            await self.trades.add_funding(ctx.db_trade, share)
-        for booked_symbol in {c.symbol for c in open_ctx}:
-            await funding.note_booked(self.mode, booked_symbol, time_ms, "stream")
-        await self._refresh_wallet()
-
-    async def _sync_funding(self, symbol: str, near_ms: int | None = None,
-                            report: "RecoveryReport | None" = None) -> Decimal | None:
-        """Book ``symbol``'s funding income not booked yet on the trades open at each payment (once per tranId).
-
-        A payment no booked open trade held (its entry fill is not booked yet) is left unbooked and the
-        symbol remembered, so booking that entry books it. Returns the total of the records within
-        ``funding.STREAM_MARGIN_MS`` of ``near_ms`` the history shows (booked now, before, or left for a
-        pending entry: what a stream event at ``near_ms`` is explained by), None when it cannot be read.
-        """
-        from engine.execution import funding
-
-        income = getattr(self.venue, "funding_income", None)
-        if income is None:
-            return None
-        trades = [c for c in self._funding_candidates() if c.symbol == symbol]
-        opened = [_ms(c.db_trade.opened_at) for c in trades if c.db_trade is not None and c.db_trade.opened_at]
-        since = await funding.booked_since(self.mode, symbol)
-        # booked: from the first payment not booked yet, but never before the first open trade of the symbol
-        start = max(t for t in (since, min(opened)) if t is not None) if opened else None
-        # read: also the records around ``near_ms`` (a stream event's payment, booked or not)
-        reads = [t for t in (start, near_ms - funding.STREAM_MARGIN_MS if near_ms is not None else None) if t is not None]
-        if not reads:
-            return ZERO  # nothing open to book on and nothing to explain
-        try:
-            records = await income(symbol, min(reads))
-        except Exception as exc:  # bookkeeping only: the positions themselves are known
-            if report is not None:
-                report.problems.append(f"{symbol}: funding paid while away could not be read ({type(exc).__name__}: {exc})")
-            logger.warning("[%s] %s: funding history could not be read (%s: %s)", self.mode.upper(), symbol, type(exc).__name__,
-                           exc, extra=self._log_extra(symbol=symbol))
-            return None
-        if report is not None:
-            logger.info("[%s] %s: %d funding record(s) since %s at restart", self.mode.upper(), symbol, len(records), start,
-                        extra=self._log_extra(symbol=symbol))
-        seen = ZERO
-        unheld = False
-        for tran_id, amount, time_ms in sorted(records, key=lambda r: r[2]):
-            near = near_ms is not None and abs(time_ms - near_ms) <= funding.STREAM_MARGIN_MS
-            if near:
-                seen += amount
-            if await funding.is_booked(self.mode, tran_id):
-                continue
-            if start is None or time_ms < start:
-                unheld = unheld or near  # this event's payment and no booked open trade held it
-                continue
-            holders = [c for c in trades if _held_at(c, time_ms)]
-            if not holders:
-                unheld = True  # paid on a position whose trade is not open in the books yet: booked when it opens
-                continue
-            for ctx, share in zip(holders, funding.split_by_qty(amount, [_funding_qty(c) for c in holders])):
-                assert ctx.db_trade is not None
-                await self.trades.add_funding(ctx.db_trade, share)
-            await funding.note_booked(self.mode, symbol, time_ms, "income", tran_id)
-            if report is not None:
-                report.restored.append(f"{symbol}: funding {amount} settled while away booked ({tran_id})")
-        if unheld:
-            self._funding_unheld.add(symbol)
-        else:
-            self._funding_unheld.discard(symbol)
-        return seen
-
     def catch_up_funding(self) -> None:
         """Stream events may have been missed (a reconnect): book the funding the income history shows and the
         books do not (live; once per tranId, queued behind earlier work)."""
         if getattr(self.venue, "funding_income", None) is None:
             return
-
-        async def job() -> None:
-            for symbol in sorted({c.symbol for c in self._funding_candidates()} | self._funding_unheld):
-                await self._sync_funding(symbol)
-
-        self._enqueue("funding catch-up", job)
-
-    async def _book_missed_funding(self, report: "RecoveryReport") -> None:
-        """Live restart: the funding settled while the bot was down, from the income history (once per tranId)."""
-        for symbol in sorted({c.symbol for c in self._funding_holders()}):
-            await self._sync_funding(symbol, report=report)
-
-    def _funding_holders(self) -> list[TradeCtx]:
-        """The trades a funding payment is booked on: open in the books (opened, not closed) with quantity held."""
-        return [c for c in self._ctx.values() if c.db_trade is not None and c.open_qty > 0 and not c.closed
-                and c.db_trade.opened_at is not None]
-
-    def _funding_candidates(self) -> list[TradeCtx]:
-        """The trades a payment may belong to: the open holders and the trades closed in this run (see ``_held_at``)."""
-        return [*self._funding_holders(), *self._recently_closed]
-
-    # -- signals --------------------------------------------------------------------------------------
-
-    async def _signal_row(self, signal: Any, fate: SignalFate, reason: str) -> Signal:
-        # a plain look-up then insert, not get_or_create (no savepoint needed): every signal write runs on this
-        # broker's single worker, so nothing can insert in between
-        values = self._signal_values(signal, fate, reason)
-        row = await Signal.filter(symbol=values["symbol"], strategy=values["strategy"], candle_time_ms=values["candle_time_ms"],
-                                  mode=values["mode"]).first()
-        return row if row is not None else await Signal.create(**values)
-
-    async def _signal_refused(self, signal: Any, signal_row: Signal | None, reason: str) -> None:
-        """Store that the signal was not traded, and why."""
-        signal_row = signal_row or await self._signal_row(signal, SignalFate.TAKEN, "")
-        signal_row.fate = SignalFate.REJECTED
-        signal_row.reason = reason[:255]
-        await signal_row.save(update_fields=["fate", "reason"])
-
-    def _signal_values(self, signal: Any, fate: SignalFate, reason: str) -> dict[str, Any]:
-        return {"symbol": signal.symbol, "strategy": signal.strategy, "candle_time_ms": signal.time_ms, "mode": self.mode,
-                "side": signal.side.value.upper(), "entry": dec(signal.entry), "stop": dec(signal.stop),
-                "target": dec(signal.target), "inputs": dict(signal.indicators), "fate": fate, "reason": reason[:255]}
-
-    async def _store_signal(self, record: SignalRecord) -> None:
-        fate = {Fate.TAKEN: SignalFate.TAKEN, Fate.SKIPPED: SignalFate.SKIPPED}.get(record.fate, SignalFate.REJECTED)
-        row = await self._signal_row(record.signal, fate, record.reason)
-        if fate is not SignalFate.TAKEN and row.fate is not fate:
-            row.fate = fate
-            row.reason = record.reason[:255]
-            await row.save(update_fields=["fate", "reason"])
-
-
-def _ms(moment: datetime) -> int:
-    """Epoch milliseconds of an aware datetime (the exchange's unit)."""
-    return int(moment.timestamp() * 1000)
-
-
-def _held_at(ctx: TradeCtx, time_ms: int) -> bool:
-    """Whether ``ctx``'s trade held its position at ``time_ms`` (opened by then; if closed, not before it)."""
-    trade = ctx.db_trade
-    if trade is None or trade.opened_at is None or _ms(trade.opened_at) > time_ms:
-        return False
-    return not ctx.closed or (trade.closed_at is not None and _ms(trade.closed_at) >= time_ms)
-
-
-def _funding_qty(ctx: TradeCtx) -> Decimal:
-    """The weight of ``ctx`` when a payment is shared: its open quantity, or, closed since, what it opened with."""
-    if ctx.closed and ctx.db_trade is not None:
-        return Decimal(ctx.db_trade.initial_qty)
-    return ctx.open_qty
-
-
-def dataclass_replace(update: VenueUpdate, **changes: Any) -> VenueUpdate:
-    """``dataclasses.replace`` for the frozen update record."""
-    import dataclasses
-
-    return dataclasses.replace(update, **changes)
+        self._enqueue("funding catch-up", self._funding.catch_up)

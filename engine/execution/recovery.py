@@ -3,11 +3,12 @@
 After a crash or a restart the ``Trade`` rows (PENDING / OPEN / CLOSING) and their orders are
 the bot's memory. Reconciliation (``engine.risk.reconcile``) first brings the rows in line with
 the exchange (orders left SENT/UNKNOWN looked up, missing stops re-placed, trades the exchange
-closed while the bot was away booked); :meth:`ExecutionBroker.recover` then uses the helpers
-here to put every remaining trade back into its ``SymbolEngine`` (a ``Position`` with its plan
-and ``TradeManager`` state: partials done, trailing step reached, stop in effect) and into the
-broker (a ``TradeCtx`` with its protective orders), so the engine carries on managing it and
-the one-position-per-side rule sees it (no duplicate entry).
+closed while the bot was away booked); :meth:`ExecutionBroker.recover` then runs
+:class:`BrokerRecovery` on its worker, which uses the helpers here to put every remaining trade
+back into its ``SymbolEngine`` (a ``Position`` with its plan and ``TradeManager`` state: partials
+done, trailing step reached, stop in effect) and into the broker (a ``TradeCtx`` with its
+protective orders, each looked up on the venue), so the engine carries on managing it and the
+one-position-per-side rule sees it (no duplicate entry).
 """
 
 from __future__ import annotations
@@ -15,16 +16,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from db.models import Fill as FillRow
-from db.models import Order, OrderEvent, OrderStatus, Signal as SignalRow, Trade, TradeExit
+from db.models import Order, OrderEvent, OrderIntent, OrderStatus, Signal as SignalRow, Trade, TradeExit, TradeState
+from engine.execution.order_store import FINAL_STATUSES, RecordedFill
+from engine.execution.trade_ctx import Protective, TradeCtx, dataclass_replace, epoch_ms
+from engine.execution.venue import ExecMode
 from engine.trading.manager import TradeManager
 from engine.trading.plan import TradePlan
 from engine.trading.positions import ExitRecord, Fill, Position, PositionState
 from engine.trading.sizing import ContractRules
 from strategies.base import Side, Signal
 from strategies.params import StrategiesConfig
+
+if TYPE_CHECKING:
+    from engine.execution.broker import ExecutionBroker
 
 logger = logging.getLogger(__name__)
 
@@ -145,3 +152,180 @@ async def rebuild_position(trade: Trade, entry_order: Order | None, trade_id: st
                           float(e.pnl) / risk if risk > 0 else 0.0, float(trade.stop)) for e in exits]
     return Position(trade_id, signal, Decimal(trade.initial_qty), state=PositionState.OPEN, entry=entry, plan=plan,
                     manager=manager, exits=records, open_qty=Decimal(trade.qty))
+
+
+class BrokerRecovery:
+    """The restart recovery of one ``ExecutionBroker``, run on its worker (it works on the broker's own state).
+
+    It puts the trades back into the broker's maps and books what happened while the bot was away
+    through the broker's own order handling (entry and exit fills, cancel, protect), so a recovered
+    trade is handled exactly as one opened in this run.
+    """
+
+    def __init__(self, broker: ExecutionBroker) -> None:
+        self.broker = broker
+
+    async def run(self, strategies: Any, report: RecoveryReport) -> None:
+        """Reload every PENDING/OPEN/CLOSING trade of the mode into its engine and the broker (the work of ``recover``)."""
+        broker = self.broker
+        for trade in await broker.trades.open_trades():
+            engine = broker.engines.get(trade.symbol)
+            label = f"trade {trade.id} {trade.symbol} {trade.strategy} {trade.side}"
+            if engine is None:
+                report.problems.append(f"{label}: symbol no longer configured; its position is not managed")
+                continue
+            orders = await Order.filter(trade_id=trade.id).order_by("id")
+            entry = next((o for o in orders if o.intent is OrderIntent.ENTRY), None)
+            signal = await load_signal(trade, strategies)
+            trade_id = engine_trade_id(trade, signal.time_ms)
+            side = "LONG" if trade.side.upper() == "LONG" else "SHORT"
+            if trade.state is TradeState.PENDING:
+                if entry is None or (entry.status in FINAL_STATUSES and entry.filled_qty <= 0):
+                    await broker.trades.mark_failed(trade, "entry never filled (found at restart)")
+                    report.failed_entries.append(label)
+                    continue
+                if entry.status not in FINAL_STATUSES:
+                    report.problems.append(f"{label}: entry order {entry.client_order_id} is {entry.status.value}")
+                    continue
+                position = Position(trade_id, signal, entry.filled_qty)
+                # the levels the entry carried: the exchange's attached SL/TP sit at exactly these, so they are adopted
+                attached_stop, attached_target = await attached_levels(trade, entry)
+                ctx = TradeCtx(trade_id, trade.symbol, position, engine, side, db_trade=trade, entry_order=entry,
+                               attached_stop=attached_stop, attached_target=attached_target)
+                engine.positions[trade_id] = position
+                broker._ctx[trade_id] = ctx
+                broker._route[entry.id] = (ctx, "entry")
+                # the fills were booked (or not: reconciliation only sets the totals) by an earlier run:
+                # reload them, and look up on the venue what is missing, so the entry fee is the real one
+                ctx.fills[entry.id] = await self.entry_fills_at_restart(ctx, entry, label)
+                await broker._entry_filled(ctx, entry)  # plans from the fill, marks the trade open, protects it
+                report.restored.append(f"{label}: entry filled while away, opened {entry.filled_qty} @ {entry.avg_price}")
+                continue
+            if trade.entry_price is None or trade.qty <= 0:
+                report.problems.append(f"{label}: {trade.state.value} without entry price or quantity")
+                continue
+            exits = await TradeExit.filter(trade_id=trade.id).order_by("id")
+            plan = rebuild_plan(trade, strategies)
+            try:
+                manager = rebuild_manager(plan, trade, exits, engine.contract)
+            except ValueError as exc:  # stored quantities that contradict each other: never guess
+                report.problems.append(f"{label}: cannot rebuild its management state ({exc})")
+                continue
+            position = await rebuild_position(trade, entry, trade_id, signal, plan, manager, exits)
+            management = trade.management or {}
+            ctx = TradeCtx(trade_id, trade.symbol, position, engine, side, db_trade=trade, entry_order=entry,
+                           stop_level=manager.stop, target_level=float(management.get("target_level") or trade.target),
+                           trailed=manager.trailed, open_qty=Decimal(trade.qty))
+            engine.positions[trade_id] = position
+            broker._ctx[trade_id] = ctx
+            restore = getattr(broker.venue, "restore_position", None)
+            if restore is not None:  # paper: the simulated account lives in memory; put the position back
+                restore(trade.symbol, side, Decimal(trade.qty), Decimal(trade.entry_price))
+            filled_protective: list[tuple[Order, str]] = []
+            for order in orders:
+                if order.intent not in (OrderIntent.STOP_LOSS, OrderIntent.TAKE_PROFIT):
+                    continue
+                if order.status in FINAL_STATUSES and order.filled_qty > 0:
+                    # it executed while nobody could book it (the trade is still open in the DB, and a booked
+                    # stop/target fill closes it): it is the trade's exit, booked below
+                    filled_protective.append((order, "stop" if order.intent is OrderIntent.STOP_LOSS else "target"))
+                    continue
+                if order.status in FINAL_STATUSES:
+                    continue
+                role = "stop" if order.intent is OrderIntent.STOP_LOSS else "target"
+                broker._route[order.id] = (ctx, role)
+                if order.exchange_order_id is None:
+                    continue  # never acknowledged: reconciliation (live) resolves it; the lookup below covers paper
+                protective = Protective(order.id, order.exchange_order_id, Decimal(order.stop_price or 0), Decimal(order.quantity))
+                current = ctx.stop if role == "stop" else ctx.target
+                if current is not None:
+                    # two working copies (a crash between place and cancel): keep the newer one, cancel the older
+                    await broker._cancel(ctx, current)
+                if role == "stop":
+                    ctx.stop = protective
+                else:
+                    ctx.target = protective
+            for order, role in filled_protective:
+                if ctx.closed or order.filled_qty > ctx.open_qty:
+                    if not ctx.closed:
+                        report.problems.append(f"{label}: its {role} {order.client_order_id} filled {order.filled_qty} "
+                                               f"but only {ctx.open_qty} is open")
+                    continue
+                broker._route[order.id] = (ctx, role)
+                ctx.fills[order.id] = await self.entry_fills_at_restart(ctx, order, label)
+                broker._route.pop(order.id, None)
+                await broker._exit_filled(ctx, order, role)
+            if ctx.closed:
+                report.closed.append(f"{label}: closed by its exchange order while the bot was away")
+                continue
+            report.restored.append(f"{label}: {ctx.open_qty} @ {trade.entry_price}, stop {ctx.stop_level}")
+            logger.warning("[%s] recovered %s: %s open, stop order %s, target order %s", broker.mode.upper(), trade_id, ctx.open_qty,
+                           ctx.stop.exchange_order_id if ctx.stop else None, ctx.target.exchange_order_id if ctx.target else None,
+                           extra=broker._log_extra(ctx))
+        for ctx in list(broker._ctx.values()):
+            if ctx.closed or ctx.position.state is not PositionState.OPEN:
+                continue
+            await self._verify_protection(ctx, report)
+
+    async def entry_fills_at_restart(self, ctx: TradeCtx, entry: Order, label: str) -> list[RecordedFill]:
+        """The executions of an entry that filled while the bot was down (stored ones plus what the venue adds)."""
+        broker = self.broker
+        rows = await FillRow.filter(order_id=entry.id).order_by("id")
+        fills = [RecordedFill(entry.id, r.price, r.qty, r.fee, r.realized_pnl, int(r.time_ms)) for r in rows]
+        booked = sum((f.qty for f in fills), ZERO)
+        if booked >= entry.filled_qty:
+            return fills
+        fee: Decimal | None = None
+        time_ms = 0
+        try:
+            update = await broker.venue.query(ctx.symbol, exchange_order_id=entry.exchange_order_id,
+                                              client_order_id=None if entry.exchange_order_id else entry.client_order_id)
+            if update is not None:
+                fee, time_ms = update.fee_total, update.time_ms or 0
+            lookup = getattr(broker.venue, "order_fee", None)  # live: the account's fills carry the commission
+            if fee is None and lookup is not None and entry.exchange_order_id:
+                fee = await lookup(ctx.symbol, entry.exchange_order_id, epoch_ms(entry.created_at))
+        except Exception as exc:  # the fee is bookkeeping: the position itself is already known
+            logger.warning("[%s] %s: entry fee lookup failed: %s", broker.mode.upper(), label, exc,
+                           extra=broker._log_extra(ctx, client_order_id=entry.client_order_id))
+        if fee is None:
+            logger.warning("[%s] %s: the entry fee is unknown (the venue did not report it); booked as 0", broker.mode.upper(),
+                           label, extra=broker._log_extra(ctx, client_order_id=entry.client_order_id))
+            return fills
+        recorded = await broker.orders.record_missing_fill(entry, fee_total=fee, time_ms=time_ms)
+        return fills + recorded
+
+    async def _verify_protection(self, ctx: TradeCtx, report: RecoveryReport) -> None:
+        """Look each protective order up on the venue; book what happened while away; re-place what is gone."""
+        broker = self.broker
+        before = (ctx.stop.exchange_order_id if ctx.stop else None, ctx.target.exchange_order_id if ctx.target else None)
+        for role in ("stop", "target"):
+            protective = ctx.stop if role == "stop" else ctx.target
+            if protective is None or ctx.closed:
+                continue
+            update = await broker.venue.query(ctx.symbol, exchange_order_id=protective.exchange_order_id)
+            order = await Order.get(id=protective.order_id)
+            if update is None:
+                # the venue does not know it (paper after a restart, or gone on the exchange): it protects nothing
+                await broker.orders.set_status(order, OrderStatus.CANCELLED, "lookup", error="not on the venue at restart")
+                broker._route.pop(order.id, None)
+                if role == "stop":
+                    ctx.stop = None
+                else:
+                    ctx.target = None
+                continue
+            if update.stop_price and update.stop_price > 0:
+                protective.price = update.stop_price  # the level as the exchange holds it (rounded to its tick)
+            await broker._apply(order, dataclass_replace(update, source="lookup"))
+        if ctx.closed:
+            report.closed.append(f"{ctx.trade_id}: closed by its exchange order while the bot was away")
+            return
+        await broker._protect(ctx)
+        after = (ctx.stop.exchange_order_id if ctx.stop else None, ctx.target.exchange_order_id if ctx.target else None)
+        for role, old, new in (("stop", before[0], after[0]), ("target", before[1], after[1])):
+            if new is not None and new != old:
+                report.protective_replaced.append(f"{ctx.trade_id}: {role} {old or 'missing'} -> {new}")
+                if broker.venue.mode is ExecMode.PAPER:
+                    continue  # the paper book lives in memory: after a restart it is always rebuilt, nothing to alert
+                await broker._alert("error", f"{ctx.symbol} {ctx.strategy}: the {role} was missing at restart; re-placed "
+                                    f"({new})", {"trade_id": ctx.trade_id})
