@@ -146,10 +146,6 @@ class ExecutionBroker:
         self._funding = FundingBooker(self.mode, venue, self.trades, self._ctx, self._refresh_wallet, self._log_extra)
         self._recovery = BrokerRecovery(self)
         self._signals = SignalRows(self.mode)
-        # the entry path (``_open``) stores its signal through these names
-        self._signal_row = self._signals.row
-        self._signal_refused = self._signals.refused
-        self._signal_values = self._signals.values
         self._queue: asyncio.Queue[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._timers: set[asyncio.Task[None]] = set()
@@ -432,7 +428,7 @@ class ExecutionBroker:
                 reason = f"risk: {decision.reason}"
         # ``active`` (when the hook has it) says whether approval mode is on right now: off => no detour
         if reason is None and not approved and self.entry_approval is not None and getattr(self.entry_approval, "active", True):
-            self._spawn_approval(ctx, request, await self._signal_row(signal, SignalFate.TAKEN, ""), time_ms)
+            self._spawn_approval(ctx, request, await self._signals.row(signal, SignalFate.TAKEN, ""), time_ms)
             return
         if reason is None:
             try:
@@ -440,7 +436,7 @@ class ExecutionBroker:
             except Exception as exc:
                 reason = f"cannot set position mode/leverage: {exc}"
         if reason is not None:
-            await self._signal_refused(signal, signal_row, reason)
+            await self._signals.refused(signal, signal_row, reason)
             await self._entry_failed(ctx, reason, alert_type="risk_rejection")
             return
         tick = self.venue.price_tick(ctx.symbol)
@@ -454,7 +450,7 @@ class ExecutionBroker:
         )
         # ONE commit on the order path (issue 10): the signal, the trade and the order intent (client order id,
         # stored as SENT) are durable together before the request leaves; a failure stores none and sends nothing
-        rows = [] if signal_row is not None else [Row(Signal, self._signal_values(signal, SignalFate.TAKEN, ""))]
+        rows = [] if signal_row is not None else [Row(Signal, self._signals.values(signal, SignalFate.TAKEN, ""))]
         trade_at = len(rows)
         rows.append(self.trades.pending_row(
             symbol=ctx.symbol, strategy=ctx.strategy, side=ctx.side, qty=position.qty, stop=signal.stop, target=signal.target,
@@ -470,7 +466,7 @@ class ExecutionBroker:
             logger.exception("[%s] could not store the entry of %s", self.mode.upper(), ctx.trade_id, extra=extra)
             reason = f"could not store the order intent: {type(exc).__name__}: {exc}"
             try:  # the signal's fate, if the database takes anything now (else the engine's record stores it as taken)
-                await self._signal_refused(signal, signal_row, reason)
+                await self._signals.refused(signal, signal_row, reason)
             except Exception:
                 logger.exception("[%s] could not store the fate of the signal of %s", self.mode.upper(), ctx.trade_id, extra=extra)
             await self._entry_failed(ctx, reason, alert_type="error")
