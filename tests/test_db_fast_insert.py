@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import warnings
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tortoise import fields
 from tortoise.exceptions import IntegrityError
+from tortoise.models import Model
 
 from db import models as m
 from db.database import checkpoint
-from db.fast_insert import Ref, Row, insert_rows
+from db.fast_insert import Ref, Row, insert_rows, to_db
 
 pytestmark = pytest.mark.usefixtures("db_url")
 
@@ -134,3 +139,40 @@ async def test_the_order_commit_after_a_checkpoint_does_not_restart_the_wal(db_u
     await insert_rows([Row(m.Trade, TRADE), Row(m.Order, {**ORDER, "client_order_id": "enafter", "trade_id": Ref(0)})])
     assert _wal_restarts(db_url) == restarts  # the entry appended to the WAL the job had already started over
     assert await m.Order.filter(client_order_id="enafter").count() == 1
+
+
+def _outcome(convert: Any, value: Any) -> tuple[Any, ...]:
+    """What a conversion gives: its result and the result's type, or the error it raises and its message."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tortoise warns about a naive datetime (and converts it)
+        try:
+            result = convert(value)
+        except Exception as exc:  # noqa: BLE001
+            return ("error", type(exc), str(exc))
+    return ("value", type(result), result)
+
+
+async def test_the_short_conversion_route_gives_what_tortoise_gives_for_every_column() -> None:
+    """``to_db`` skips tortoise's calls for the usual values: for every column of every model and a spread of values
+    (the usual ones, too long, wrong types, naive times, enum members and their names), it gives tortoise's result or
+    tortoise's error."""
+    models = [obj for obj in vars(m).values() if isinstance(obj, type) and issubclass(obj, Model) and obj is not Model]
+    members = [member for model in models for field in model._meta.fields_map.values()
+               if isinstance(field, fields.data.CharEnumFieldInstance) for member in field.enum_type]
+    values: list[Any] = [
+        None, "", "BTC-USDT", "x" * 300, 0, 7, -3, 2**70, True, False, 1.5, "1.5", Decimal("37012.5"), Decimal("-0.001"),
+        datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc), datetime(2026, 11, 21, 12, 0, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 11, 21, 12, 0), {}, {"rsi": 61.2, "nested": [1, {"a": None}]}, [1, "two"], "{}", "not json", b"[1]",
+        *members, *(member.value for member in members), "NOT_A_MEMBER",
+    ]
+    checked = 0
+    for model in models:
+        for name, field in model._meta.fields_map.items():
+            if isinstance(field, (fields.relational.RelationalField, fields.relational.BackwardFKRelation)):
+                continue  # relations are stored through their ``<name>_id`` column, which is checked as its own field
+            short = to_db(field)
+            for value in values:
+                expected = _outcome(lambda v: field.to_db_value(v, None), value)
+                assert _outcome(short, value) == expected, (model.__name__, name, value)
+                checked += 1
+    assert checked > 2000 and any(isinstance(v, Enum) for v in values)
