@@ -6,9 +6,10 @@ streams log and skip such frames. Unknown but well-formed frames give no event.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 from .models import (
     Level,

@@ -10,9 +10,10 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 from .models import (
     MalformedPayloadError,
@@ -80,17 +81,20 @@ class TriggerSpec:
     stop_guaranteed: bool | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "type", OrderType(self.type))
-        if self.working_type is not None:
+        # members pass as they are: ``Enum(member)`` costs two Python calls each, and entries run cold (issue 10)
+        if type(self.type) is not OrderType:
+            object.__setattr__(self, "type", OrderType(self.type))
+        if self.working_type is not None and type(self.working_type) is not WorkingType:
             object.__setattr__(self, "working_type", WorkingType(self.working_type))
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON object BingX expects (key order as in the docs' example)."""
-        out: dict[str, Any] = {"type": self.type.value, "stopPrice": self.stop_price}
+        # ``_value_``, not ``.value``: the same text without the property's two Python calls (the order path runs cold)
+        out: dict[str, Any] = {"type": self.type._value_, "stopPrice": self.stop_price}
         if self.price is not None:
             out["price"] = self.price
         if self.working_type is not None:
-            out["workingType"] = self.working_type.value
+            out["workingType"] = self.working_type._value_
         if self.quantity is not None:
             out["quantity"] = self.quantity
         if self.stop_guaranteed is not None:
@@ -158,13 +162,16 @@ class OrderRequest:
     activation_price: Decimal | None = None
 
     def __post_init__(self) -> None:
-        # Accept plain strings for the enum fields; fail early on typos.
-        object.__setattr__(self, "side", Side(self.side))
-        object.__setattr__(self, "position_side", PositionSide(self.position_side))
-        object.__setattr__(self, "type", OrderType(self.type))
-        if self.working_type is not None:
+        # Accept plain strings for the enum fields; fail early on typos. Members pass as they are (see TriggerSpec).
+        if type(self.side) is not Side:
+            object.__setattr__(self, "side", Side(self.side))
+        if type(self.position_side) is not PositionSide:
+            object.__setattr__(self, "position_side", PositionSide(self.position_side))
+        if type(self.type) is not OrderType:
+            object.__setattr__(self, "type", OrderType(self.type))
+        if self.working_type is not None and type(self.working_type) is not WorkingType:
             object.__setattr__(self, "working_type", WorkingType(self.working_type))
-        if self.time_in_force is not None:
+        if self.time_in_force is not None and type(self.time_in_force) is not TimeInForce:
             object.__setattr__(self, "time_in_force", TimeInForce(self.time_in_force))
         for name in ("quantity", "price", "stop_price", "price_rate", "activation_price"):
             value = getattr(self, name)
@@ -176,16 +183,16 @@ class OrderRequest:
         """Wire parameters for ``POST /trade/order`` (also one element of ``batchOrders``)."""
         params: dict[str, Any] = {
             "symbol": self.symbol,
-            "side": self.side.value,
-            "positionSide": self.position_side.value,
-            "type": self.type.value,
+            "side": self.side._value_,  # ``_value_``: see TriggerSpec.to_wire
+            "positionSide": self.position_side._value_,
+            "type": self.type._value_,
         }
         optional: dict[str, Any] = {
             "quantity": self.quantity,
             "price": self.price,
             "stopPrice": self.stop_price,
-            "workingType": self.working_type.value if self.working_type else None,
-            "timeInForce": self.time_in_force.value if self.time_in_force else None,
+            "workingType": self.working_type._value_ if self.working_type else None,
+            "timeInForce": self.time_in_force._value_ if self.time_in_force else None,
             "clientOrderId": self.client_order_id,
             "priceRate": self.price_rate,
             "activationPrice": self.activation_price,

@@ -22,8 +22,9 @@ import logging
 import random
 import re
 import time
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL

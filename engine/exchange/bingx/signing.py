@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 from operator import itemgetter
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 # Characters that would make the raw signed text ambiguous once the server splits the query.
 _FORBIDDEN_IN_VALUES = frozenset("&=#?\r\n")
@@ -50,6 +51,8 @@ def compact_json(value: Any) -> str:
         return _json_string(value)
     if kind is Decimal:
         return format_decimal(value)
+    if kind is dict:
+        return "{" + ",".join(f"{_json_string(str(k))}:{compact_json(v)}" for k, v in value.items()) + "}"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -172,7 +175,7 @@ def truncate_signature(signature: str) -> str:
 
 
 def _pairs(params: Mapping[str, Any] | Iterable[tuple[str, Any]], *, sort: bool) -> list[tuple[str, str]]:
-    items = list(params.items()) if isinstance(params, Mapping) else list(params)
+    items = list(params.items()) if type(params) is dict or isinstance(params, Mapping) else list(params)
     pairs = [(str(k), to_wire(v)) for k, v in items if v is not None]
     if sort:
         pairs.sort(key=itemgetter(0))
