@@ -63,14 +63,14 @@ class Row:
 class _Table:
     """How one model's rows are inserted on one connection, worked out once (the order path reads it from here).
 
-    Per column: ``fills`` gives the value of a row that leaves the column out (from the insert time), ``to_db``
+    Per column: ``fills`` says how a row that leaves the column out fills it (:func:`_fill`), ``to_db``
     its field's conversion (:func:`to_db`).
     """
 
     model: type[Model]
     sql: str
     columns: tuple[str, ...]
-    fills: tuple[Callable[[datetime], Any], ...]
+    fills: tuple[tuple[str, Any], ...]
     to_db: tuple[Callable[[Any], Any], ...]
     insertable: frozenset[str]
 
@@ -132,26 +132,39 @@ def to_db(field: fields.Field) -> Callable[[Any], Any]:
     return lambda value: slow(value, None)
 
 
-def _fill(model: type[Model], name: str, field: fields.Field) -> Callable[[datetime], Any]:
+# how an insert that leaves a column out fills it (``_Table.fills``): kind and value, so the order path calls nothing
+_STORED, _NOW, _CALLED, _REQUIRED = "stored", "now", "called", "required"
+
+
+def _fill(field: fields.Field) -> tuple[str, Any]:
     """What an insert that leaves ``field`` out stores: now (auto times), the default, NULL, or an error."""
     default = field.default
     if isinstance(field, fields.DatetimeField) and (field.auto_now or field.auto_now_add):
-        return lambda now: now
+        return _NOW, None
     if default is not None:
-        return (lambda now: default()) if callable(default) else (lambda now: default)
+        return (_CALLED, default) if callable(default) else (_STORED, default)
     if field.null:
-        return lambda now: None
-
-    def required(now: datetime) -> Any:
-        raise TypeError(f"{model.__name__}.{name} is required")
-    return required
+        return _STORED, None
+    return _REQUIRED, None
 
 
 def _python_values(table: _Table, given: Mapping[str, Any], now: datetime) -> list[Any]:
     """Every insert column's Python value, in column order: the given one, else what :func:`_fill` says."""
     if not table.insertable.issuperset(given):
         raise TypeError(f"{table.model.__name__} has no insertable column(s) {sorted(set(given) - table.insertable)}")
-    return [given[name] if name in given else fill(now) for name, fill in zip(table.columns, table.fills)]
+    values = []
+    for name, (kind, default) in zip(table.columns, table.fills):
+        if name in given:
+            values.append(given[name])
+        elif kind is _STORED:
+            values.append(default)
+        elif kind is _NOW:
+            values.append(now)
+        elif kind is _CALLED:
+            values.append(default())  # a fresh one per row (``default=dict``)
+        else:
+            raise TypeError(f"{table.model.__name__}.{name} is required")
+    return values
 
 
 @dataclass(slots=True)
@@ -180,7 +193,7 @@ def _table(conn: BaseDBAsyncClient, model: type[Model]) -> _Table:
         columns = tuple(executor.regular_columns)
         fields_map = model._meta.fields_map
         table = _TABLES[key] = _Table(model, executor.insert_query, columns,
-                                      tuple(_fill(model, c, fields_map[c]) for c in columns),
+                                      tuple(_fill(fields_map[c]) for c in columns),
                                       tuple(to_db(fields_map[c]) for c in columns), frozenset(columns))
     return table
 
