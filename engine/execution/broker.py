@@ -1002,7 +1002,7 @@ class ExecutionBroker:
         if ctx.open_qty <= 0:
             ctx.closed = True
             self._ctx.pop(ctx.trade_id, None)
-            self._funding.recently_closed.append(ctx)
+            self._funding.note_closed(ctx)
             for protective in (ctx.stop, ctx.target):
                 if protective is not None and protective.order_id != order.id:
                     # hedge close-only orders die with the position on BingX; cancel explicitly anyway

@@ -118,6 +118,10 @@ class FundingBooker:
         # the income history) after its close was booked, when its fills were learned first (a lookup, a slow queue)
         self.recently_closed: deque[TradeCtx] = deque(maxlen=RECENTLY_CLOSED_KEPT)
 
+    def note_closed(self, ctx: TradeCtx) -> None:
+        """A trade the broker closed in this run: a payment settled while it was open can still be booked on it."""
+        self.recently_closed.append(ctx)
+
     async def book(self, symbol: str | None, amount: Decimal, time_ms: int | None = None) -> None:
         """A funding payment the account stream reported (``symbol`` None: the event named no single position).
 
@@ -228,7 +232,6 @@ class FundingBooker:
     def _candidates(self) -> list[TradeCtx]:
         """The trades a payment may belong to: the open holders and the trades closed in this run (see ``_held_at``)."""
         return [*self._holders(), *self.recently_closed]
-
 
 
 def _held_at(ctx: TradeCtx, time_ms: int) -> bool:
