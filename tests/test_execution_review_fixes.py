@@ -494,6 +494,32 @@ async def test_entry_gate_checks_price_margin_and_minimums(db_url: str, recheck:
     assert not decision.allowed and "unreadable" in decision.reason
 
 
+async def test_the_recheck_after_an_approval_reads_the_trading_state_afresh_and_audits_a_refusal(db_url: str) -> None:
+    """Minutes may pass while a human decides: the re-check must see a pause another process wrote even while
+    the gate's cached view of the state is still fresh, and its refusal is audited like a first check's."""
+    from db.models import AuditLog
+    from engine.risk.hooks import entry_gate
+    from engine.risk.manager import RiskManager
+    from engine.risk.state import TradingState
+
+    sim = simulator(*window(2620, 2622))  # only for a valid configuration; nothing is started
+    config = app_config("paper", sim, db_url, api_key="", api_secret="")
+    risk = RiskManager(config, entry_view_ttl_s=3600.0)  # the cached view never expires during the test
+
+    async def available() -> Decimal:
+        return Decimal(10000)
+
+    gate = entry_gate(risk, reference_price={SYMBOL: 0.5}.get, available_margin=available)
+    assert (await gate(_request())).allowed  # reads and caches the view: trading is running
+    # another process (emergency-stop, /pause through another worker) pauses trading in the database
+    await RiskManager(config).state.set(TradingState.PAUSED, "paused by a test", "test")
+    assert (await gate(_request())).allowed  # a first check within the view's lifetime does not see it yet
+    decision = await gate(_request(recheck=True))
+    assert not decision.allowed and decision.reason.startswith("state: trading is PAUSED"), decision
+    rejections = await AuditLog.filter(kind="risk_rejection").values_list("detail", flat=True)
+    assert [d["rule"] for d in rejections] == ["state"]
+
+
 async def test_available_margin_live_comes_from_the_exchange(db_url: str) -> None:
     from bot.worker import _available_margin, _contract_minimums, _last_price
 

@@ -7,8 +7,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
-from .exposure import open_exposures
-from .gate import AccountSnapshot, OrderProposal, dec, evaluate
+from .gate import AccountSnapshot, OrderProposal, dec
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +24,9 @@ def entry_gate(risk: Any, *, reference_price: ReferencePriceFn | None = None, av
 
     A first check is the full risk gate (``RiskManager.check_order``: an allowed entry counts toward
     the order-rate cap). The re-check of an entry a human approved (``request.recheck``) sees the
-    state, the protections and the gate rules again, since minutes may have passed, but does not
-    count the order a second time.
+    state (read afresh), the protections and the gate rules again, since minutes may have passed, but
+    does not count the order a second time (``check_order(..., recheck=True)``); a refusal is audited
+    and alerted like a first one.
 
     Both see the same proposal: the last trusted price of the symbol (``reference_price``: the
     absurd-price check compares the entry with it), the account's real available margin
@@ -53,23 +53,8 @@ def entry_gate(risk: Any, *, reference_price: ReferencePriceFn | None = None, av
         except Exception as exc:  # never open on an account we cannot read
             log.warning("entry gate could not read the account: %s: %s", type(exc).__name__, exc, extra={"symbol": request.symbol})
             return ExecutionDecision(False, f"account: available margin unreadable ({type(exc).__name__})")
-        if getattr(request, "recheck", False):
-            return await _recheck_entry(risk, proposal, account)
-        decision = await risk.check_order(proposal, account, exposures() if exposures is not None else None)
+        decision = await risk.check_order(proposal, account, exposures() if exposures is not None else None,
+                                          recheck=getattr(request, "recheck", False))
         return ExecutionDecision(decision.allowed, "" if decision.allowed else f"{decision.rule}: {decision.reason}")
 
     return gate
-
-
-async def _recheck_entry(risk: Any, proposal: Any, account: Any) -> Any:
-    """``check_order`` without recording the order (it was counted when first allowed)."""
-    from engine.execution.broker import GateDecision as ExecutionDecision
-
-    info = await risk.state.current()
-    if not info.state.allows_entries:
-        return ExecutionDecision(False, f"state: trading is {info.state.value}: {info.reason}")
-    blocking = await risk.protections.blocking(proposal.symbol, proposal.strategy)
-    if blocking:
-        return ExecutionDecision(False, f"protection:{blocking[0].kind}: {blocking[0].describe()}")
-    decision = evaluate(proposal, account, await open_exposures(risk.mode), risk.config.risk, risk.config.strategies)
-    return ExecutionDecision(decision.allowed, "" if decision.allowed else f"{decision.rule}: {decision.reason}")

@@ -182,12 +182,16 @@ class RiskManager:
     # --- the pre-trade hook ---------------------------------------------------------------------
 
     async def check_order(self, proposal: OrderProposal, account: AccountSnapshot,
-                          exposures: Sequence[Exposure] | None = None) -> GateDecision:
-        """Approve or reject one order. An approval counts toward the order-rate cap."""
+                          exposures: Sequence[Exposure] | None = None, *, recheck: bool = False) -> GateDecision:
+        """Approve or reject one order. An approval counts toward the order-rate cap.
+
+        ``recheck``: the same entry once more after a human approved it (minutes may have passed). The trading
+        state and locks are read afresh, and the order-rate rule is left out: the first check counted the order.
+        """
         if proposal.reduce_only:
             await self._record_order()
             return GateDecision.ok()
-        view = await self._current_entry_view()
+        view = await (self.refresh_entry_view() if recheck else self._current_entry_view())
         info = view.state
         if not info.state.allows_entries:
             decision = GateDecision(False, "state", f"trading is {info.state.value}: {info.reason}",
@@ -200,12 +204,13 @@ class RiskManager:
             return await self._reject(proposal, decision)
         if exposures is None:
             exposures = await open_exposures(self.mode)
-        rate = await self._rate_counter()
+        orders_last_minute = 0 if recheck else (await self._rate_counter()).count(self.clock())
         decision = evaluate(proposal, account, exposures, self.config.risk, self.config.strategies,
-                            orders_last_minute=rate.count(self.clock()))
+                            orders_last_minute=orders_last_minute)
         if not decision.allowed:
             return await self._reject(proposal, decision)
-        await self._record_order()
+        if not recheck:
+            await self._record_order()
         return decision
 
     async def note_order_sent(self) -> None:
