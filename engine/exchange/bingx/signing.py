@@ -52,7 +52,7 @@ def compact_json(value: Any) -> str:
     if kind is Decimal:
         return format_decimal(value)
     if kind is dict:
-        return "{" + ",".join(f"{_json_string(str(k))}:{compact_json(v)}" for k, v in value.items()) + "}"
+        return _json_object(value)
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -68,10 +68,14 @@ def compact_json(value: Any) -> str:
     if isinstance(value, str):
         return _json_string(value)
     if isinstance(value, Mapping):
-        return "{" + ",".join(f"{_json_string(str(k))}:{compact_json(v)}" for k, v in value.items()) + "}"
+        return _json_object(value)
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(compact_json(v) for v in value) + "]"
     raise SigningValueError(f"cannot serialise {type(value).__name__} as JSON")
+
+
+def _json_object(value: Mapping[Any, Any]) -> str:
+    return "{" + ",".join(f"{_json_string(str(k))}:{compact_json(v)}" for k, v in value.items()) + "}"
 
 
 def _json_string(text: str) -> str:
