@@ -460,7 +460,8 @@ class FakeBingx:
                     continue
 
     def kline_frame(self, topic: str) -> dict[str, Any]:
-        t = self.now_ms() - self.now_ms() % 60_000
+        now = self.now_ms()  # read once: two reads across a minute boundary gave an open time of :59.999
+        t = now - now % 60_000
         return {"code": 0, "dataType": topic, "s": topic.split("@")[0],
                 "data": [{"c": "50001.5", "o": "50000.0", "h": "50002.0", "l": "49999.0", "v": "1.25", "T": t}]}
 
