@@ -34,7 +34,7 @@ from engine.backtest.contract import contract_from_candles  # noqa: E402
 from engine.backtest.runner import BacktestSession  # noqa: E402
 from engine.market.candle import Candle, read_candles_csv  # noqa: E402
 from engine.exchange.bingx.events import KlineEvent, TradeEvent, parse_market_push  # noqa: E402
-from engine.exchange.bingx.models import loads  # noqa: E402
+from engine.exchange.bingx.models import loads_market  # noqa: E402
 from engine.exchange.bingx.wsconn import decode_frame  # noqa: E402
 from engine.market.events import KlineUpdate, TradeTick  # noqa: E402
 from engine.simulator.protocol import dumps, gzip_frame  # noqa: E402
@@ -100,7 +100,7 @@ async def replay_frames(frames: list[bytes], candles: list[Candle], symbol: str)
     feed = MarketFeed(symbol, session, warmup_candles=0)
     started = time.perf_counter()
     for frame in frames:
-        message = loads(decode_frame(frame).strip())
+        message = loads_market(decode_frame(frame).strip())  # as the market stream decodes it
         for event in parse_market_push(message):
             # the same conversions as TradingRuntime._on_market_event
             if isinstance(event, TradeEvent):

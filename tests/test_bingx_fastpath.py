@@ -1,7 +1,7 @@
 """The feed hot path's shortcuts give exactly what the general code gives.
 
 Covers the zlib frame decoder (multi-member gzip, truncation, trailing junk), the prebuilt JSON
-decoder, the kline/trade fast parsers against the general field-naming
+decoder, the market stream's orjson decoder, the kline/trade fast parsers against the general field-naming
 parsers on hostile rows, and the feed's lock-free clock skip when a backfill is in flight.
 """
 
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from engine.exchange.bingx import events as ev
 from engine.exchange.bingx.events import KlineEvent, TradeEvent, parse_market_push
-from engine.exchange.bingx.models import MalformedPayloadError, loads
+from engine.exchange.bingx.models import MalformedPayloadError, loads, loads_market
 from engine.exchange.bingx.wsconn import MalformedFrameError, decode_frame
 from engine.market.candle import ONE_MINUTE_MS, Candle
 from engine.market.events import KlineUpdate, TradeTick
@@ -63,6 +63,59 @@ def test_loads_reuses_one_decoder_and_still_accepts_bytes() -> None:
     assert str(loads('{"p": 0.10}')["p"]) == "0.10"  # exact text, exponent included
     assert loads(b'{"p": 0.10}') == {"p": Decimal("0.10")}
     assert loads('{"p": 0.10}'.encode("utf-16")) == {"p": Decimal("0.10")}
+
+
+# --- the market stream's decoder (orjson) ---------------------------------------------------------
+# Within what BingX can send (numbers as strings, JSON numbers as their shortest text, integers within
+# 64 bits, no NaN/Infinity literal), both decoders give the same events or the same error.
+
+_market_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
+    st.sampled_from(["", "NaN", "inf", "1e309", "0.5100", "-0", "1E+3", "BTC-USDT"]),
+    st.decimals(allow_nan=True, allow_infinity=True).map(str),
+)
+_market_number = st.one_of(st.floats(min_value=-1e12, max_value=1e12), st.integers(-(2**40), 2**40),
+                           st.decimals(allow_nan=False, allow_infinity=False, places=6).map(str))
+_good_market_rows = st.fixed_dictionaries(  # parse as a kline or a trade: the numbers must come out the same
+    {"T": st.integers(0, 2**45), "o": _market_number, "h": _market_number, "l": _market_number, "c": _market_number,
+     "v": _market_number, "p": _market_number, "q": _market_number, "m": st.booleans()})
+_hostile_market_rows = st.dictionaries(st.sampled_from(["T", "t", "o", "h", "l", "c", "v", "s", "p", "q", "m", "x"]),
+                                       _market_scalars, max_size=9)
+_market_rows = st.one_of(_good_market_rows, _hostile_market_rows,
+                         st.builds(lambda g, h: {**g, **h}, _good_market_rows, _hostile_market_rows))
+_market_pushes = st.fixed_dictionaries(
+    {"dataType": st.sampled_from(["BTC-USDT@kline_1m", "BTC-USDT@trade", "BTC-USDT@kline_5m", "nosymbol", "BTC-USDT@"]),
+     "data": st.one_of(_market_rows, st.lists(_market_rows, max_size=3), _market_scalars)},
+    optional={"code": _market_scalars, "s": _market_scalars})
+
+
+def _events_of(decode: Any, text: str) -> tuple[str, str]:
+    try:
+        return "events", repr(parse_market_push(decode(text)))
+    except MalformedPayloadError as exc:
+        return "malformed", str(exc)
+
+
+@FAST
+@given(_market_pushes)
+def test_the_market_decoder_gives_the_events_of_the_exact_decoder(push: dict[str, Any]) -> None:
+    text = json.dumps(push)  # JSON numbers as Python writes them: the shortest text of each float
+    exact, market = _events_of(loads, text), _events_of(loads_market, text)
+    if exact[0] == "malformed":  # refused by both; the message may name float where the exact decoder has Decimal
+        assert market[0] == "malformed"
+    else:
+        assert market == exact
+
+
+def test_the_market_decoder_refuses_what_is_not_json_with_value_error() -> None:
+    for text in ('{"c": NaN}', '{"c": Infinity}', "{not json", '{"c": "1"} trailing'):
+        with pytest.raises(ValueError):
+            loads_market(text)
+    # a real kline push keeps its exact decimals: prices arrive as strings
+    push = '{"code":0,"dataType":"XRP-USDT@kline_1m","data":[{"c":"0.51230","o":"0.5100","h":"0.52","l":"0.5","v":"12.30","T":1}]}'
+    assert parse_market_push(loads_market(push)) == parse_market_push(loads(push))
+    assert str(parse_market_push(loads_market(push))[0].close) == "0.51230"
 
 
 # --- kline / trade fast parsers --------------------------------------------------------------------

@@ -104,13 +104,15 @@ async def test_malformed_frames_are_logged_and_skipped(fake: FakeBingx, caplog: 
         await sink.wait_for(KlineEvent)
         for junk in (b"\x1f\x8b\x08garbage", b"\xff\xfe not utf8", gzip.compress(b"{not json"),
                      gzip.compress(b'{"code":0,"dataType":"BTC-USDT@kline_1m","data":[{"c":"abc","T":1}]}'),
-                     gzip.compress(b'{"code":0,"dataType":"nosymbol","data":{}}'), gzip.compress(b"[1,2]")):
+                     gzip.compress(b'{"code":0,"dataType":"nosymbol","data":{}}'), gzip.compress(b"[1,2]"),
+                     gzip.compress(b'{"code":0,"dataType":"BTC-USDT@kline_1m","data":[{"c":NaN,"T":1}]}')):
             await fake.push_to_market(junk)
         mark = len(sink.events)
         await sink.wait_for(KlineEvent, after=mark)
     assert fake.ws_connections_total == 1  # never reconnected because of junk
     skipped = [r for r in caplog.records if "skipping" in r.getMessage()]
-    assert len(skipped) >= 6
+    assert len(skipped) >= 7
+    assert any("non-JSON" in r.getMessage() and "NaN" in r.getMessage() for r in skipped)  # the market decoder refuses it
 
 
 async def test_topics_are_sharded_at_200_per_connection(fake: FakeBingx) -> None:

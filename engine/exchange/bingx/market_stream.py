@@ -26,7 +26,7 @@ from .events import (
     parse_market_push,
     split_topic,
 )
-from .models import MalformedPayloadError, to_int
+from .models import MalformedPayloadError, loads_market, to_int
 from .ratelimit import Budget, RateLimiter
 from .wsconn import EventSink, ReconnectingConnection
 
@@ -83,6 +83,7 @@ class _Shard:
             backoff_base_s=stream.backoff_base_s,
             backoff_max_s=stream.backoff_max_s,
             open_timeout_s=stream.open_timeout_s,
+            decode_json=loads_market,  # the busiest stream; its prices are strings (see loads_market)
         )
         self.task: asyncio.Task[None] | None = None
         self.resubscribe_task: asyncio.Task[None] | None = None

@@ -18,6 +18,8 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 
 class MalformedPayloadError(ValueError):
     """A BingX payload does not have the expected shape; the message names the field."""
@@ -155,6 +157,20 @@ def loads(text: str | bytes) -> Any:
     if isinstance(text, str):
         return _DECODER.decode(text)
     return json.loads(text, parse_float=Decimal)  # bytes: json.loads detects UTF-8/16/32 first
+
+
+def loads_market(text: str | bytes) -> Any:
+    """Decode a public market-data push: about 3x faster than :func:`loads`, for the busiest stream.
+
+    Market pushes carry prices and sizes as JSON strings, so nothing is rounded here: the event
+    parsers turn them into ``Decimal``. A price sent as a JSON number becomes a float, which
+    ``to_decimal`` reads back by its shortest repr (the same digits for up to 15 significant ones),
+    and an integer beyond 64 bits becomes a float (no market field holds one). ``NaN`` and
+    ``Infinity`` literals, which :func:`loads` accepts, are rejected as invalid JSON; the parsers
+    refuse non-finite values anyway. Account and REST data, where ids and amounts must stay exact,
+    keep :func:`loads`.
+    """
+    return orjson.loads(text)
 
 
 # --- enums -----------------------------------------------------------------------------------

@@ -55,7 +55,11 @@ def decode_frame(data: bytes | str) -> str:
 
 
 class ReconnectingConnection:
-    """Runs one WebSocket connection forever (until :meth:`stop`), reconnecting as needed."""
+    """Runs one WebSocket connection forever (until :meth:`stop`), reconnecting as needed.
+
+    Each text message is decoded with ``decode_json``: the exact :func:`~.models.loads` unless the
+    caller passes another (the market stream passes :func:`~.models.loads_market`).
+    """
 
     def __init__(
         self,
@@ -70,6 +74,7 @@ class ReconnectingConnection:
         backoff_max_s: float = 30.0,
         open_timeout_s: float = 10.0,
         max_frame_bytes: int = 8 * 1024 * 1024,
+        decode_json: Callable[[str], Any] = loads,
     ) -> None:
         self.name = name
         self._url_factory = url_factory
@@ -81,6 +86,7 @@ class ReconnectingConnection:
         self._backoff_max_s = backoff_max_s
         self._open_timeout_s = open_timeout_s
         self._max_frame_bytes = max_frame_bytes
+        self._decode_json = decode_json
         self._ws: ClientConnection | None = None
         self._stopped = asyncio.Event()
         self._skip_backoff = False
@@ -210,7 +216,7 @@ class ReconnectingConnection:
             await ws.send("Pong")
             return False
         try:
-            message = loads(stripped)
+            message = self._decode_json(stripped)
         except ValueError:
             log.warning("%s: skipping non-JSON frame: %r", self.name, stripped[:120])
             return False
