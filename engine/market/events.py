@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.fast_init import fast_frozen_init
 
+
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class TradeTick:
     """One public trade: price and quantity at an exchange timestamp (UTC ms)."""
@@ -15,6 +18,7 @@ class TradeTick:
     time_ms: int
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class KlineUpdate:
     """A push of the forming 1m candle (BingX ``@kline_1m``): cumulative values for ``open_time_ms``.

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Union
 
+from engine.fast_init import fast_frozen_init
+
 from .models import (
     Level,
     MalformedPayloadError,
@@ -32,6 +34,7 @@ from .models import (
 # --- market events ---------------------------------------------------------------------------
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class KlineEvent:
     """The latest (possibly still forming) candle. BingX sends no 'closed' flag: a bar is final
@@ -47,6 +50,7 @@ class KlineEvent:
     volume: Decimal
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class TradeEvent:
     """One public trade. ``buyer_is_maker`` true means the taker sold."""
