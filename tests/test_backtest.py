@@ -13,9 +13,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.backtest.broker import SimulatedBroker
 from engine.backtest.cli import configure_parser, format_summary, parse_time_ms, run
+from engine.backtest import contract as contract_module
 from engine.backtest.contract import contract_from_candles
 from engine.backtest.metrics import daily_returns, max_drawdown_pct, sharpe_sortino
 from engine.backtest.outputs import SIGNAL_COLUMNS, TRADE_COLUMNS, build_metrics, signal_rows, trade_rows, write_outputs
@@ -250,6 +253,15 @@ def test_contract_from_data_decimals(nano: list[Candle]) -> None:
     assert rules.min_qty == rules.qty_step and rules.min_notional == Decimal(2)
     btc = contract_from_candles(read_candles_csv(MARKET / "BTC_USDT-1m.csv.gz"))
     assert btc.price_tick == Decimal("0.01") and btc.qty_step == Decimal("0.000001")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                 st.builds(round, st.floats(-1e6, 1e6), st.integers(0, 14))))
+def test_a_floats_decimals_are_read_from_its_text_as_decimal_reads_them(value: float) -> None:
+    exponent = Decimal(repr(value)).normalize().as_tuple().exponent
+    assert isinstance(exponent, int)
+    assert contract_module._decimals(value) == min(max(0, -exponent), 12)
 
 
 def test_backtest_outputs_are_complete_and_deterministic(nano: list[Candle], tmp_path: Path) -> None:

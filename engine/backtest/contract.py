@@ -19,7 +19,10 @@ _MAX_DECIMALS = 12
 
 
 def _decimals(value: float) -> int:
-    exponent = Decimal(repr(value)).normalize().as_tuple().exponent
+    text = repr(value)
+    if "e" not in text and "n" not in text:  # plain "123.4500" (not 1e-05, inf or nan): count the digits
+        return min(len(text.partition(".")[2].rstrip("0")), _MAX_DECIMALS)
+    exponent = Decimal(text).normalize().as_tuple().exponent
     assert isinstance(exponent, int)
     return min(max(0, -exponent), _MAX_DECIMALS)
 
@@ -29,17 +32,14 @@ def contract_from_candles(candles: Sequence[Candle], *, sample: int = 20_000) ->
     if not candles:
         raise ValueError("cannot derive contract rules from an empty candle list")
     stride = max(1, len(candles) // sample)
-    price_decimals = 0
-    qty_decimals = 0
+    # each distinct value once: prices repeat a lot
+    prices: set[float] = set()
+    volumes: set[float] = set()
     for candle in candles[::stride]:
-        price_decimals = max(
-            price_decimals,
-            _decimals(candle.open),
-            _decimals(candle.high),
-            _decimals(candle.low),
-            _decimals(candle.close),
-        )
-        qty_decimals = max(qty_decimals, _decimals(candle.volume))
+        prices.update((candle.open, candle.high, candle.low, candle.close))
+        volumes.add(candle.volume)
+    price_decimals = max(map(_decimals, prices))
+    qty_decimals = max(map(_decimals, volumes))
     step = Decimal(1).scaleb(-qty_decimals)
     return ContractRules(
         qty_step=step,
