@@ -2,10 +2,11 @@
 
 Main figure (``"frames"``, target >= 50,000 frames/s): the largest candle file as BingX-style gzip'd
 binary frames (``--pushes`` ``@kline_1m`` frames and ``--trades`` ``@trade`` frames per minute), each
-one gunzipped (``decode_frame``), JSON-parsed, validated into events (``parse_market_push``),
-converted exactly as ``TradingRuntime`` does and fed to ``MarketFeed`` (kline candles, trades as the
-clock), whose closed candles go through ``CandleStream`` validation into a simulated-broker
-``BacktestSession`` (indicator updates, both strategies). Frame building is excluded.
+one gunzipped (``decode_frame``), JSON-parsed as the market stream does (``loads_market``), validated
+into events (``parse_market_push``), converted exactly as ``TradingRuntime`` does and fed to
+``MarketFeed`` (kline candles, trades as the clock), whose closed candles go through ``CandleStream``
+validation into a simulated-broker ``BacktestSession`` (indicator updates, both strategies). Frame
+building is excluded.
 
 Second figure (``"kline_updates"``): already-decoded kline updates only, as before:
 
