@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.backtest import contract as contract_module
 from engine.backtest.broker import SimulatedBroker
 from engine.backtest.cli import configure_parser, format_summary, parse_time_ms, run
-from engine.backtest import contract as contract_module
 from engine.backtest.contract import contract_from_candles
 from engine.backtest.metrics import daily_returns, max_drawdown_pct, sharpe_sortino
 from engine.backtest.outputs import SIGNAL_COLUMNS, TRADE_COLUMNS, build_metrics, signal_rows, trade_rows, write_outputs

@@ -1,8 +1,8 @@
 """The feed hot path's shortcuts give exactly what the general code gives.
 
 Covers the zlib frame decoder (multi-member gzip, truncation, trailing junk), the prebuilt JSON
-decoder, the market stream's orjson decoder, the kline/trade fast parsers against the general field-naming
-parsers on hostile rows, and the feed's lock-free clock skip when a backfill is in flight.
+decoder, the market stream's orjson decoder, the kline/trade fast parsers against the general
+field-naming parsers on hostile rows, and the feed's lock-free clock skip when a backfill is in flight.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def test_loads_reuses_one_decoder_and_still_accepts_bytes() -> None:
 
 # --- the market stream's decoder (orjson) ---------------------------------------------------------
 # Within what BingX can send (numbers as strings, JSON numbers as their shortest text, integers within
-# 64 bits, no NaN/Infinity literal), both decoders give the same events or the same error.
+# 64 bits, no NaN/Infinity literal), both decoders give the same events, or both refuse the push.
 
 _market_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1),
