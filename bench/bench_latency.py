@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import statistics
 import struct
@@ -80,10 +81,11 @@ SETTLE_S = 0.02  # longer than the bot takes to read a frame and act on it (abou
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
+    """Nearest-rank percentile of an already sorted list: the value at rank ceil(q * n)."""
     if not sorted_values:
         return float("nan")
-    index = min(len(sorted_values) - 1, max(0, int(round(q * len(sorted_values) + 0.5)) - 1))
+    # round(q * n + 0.5) rounded half to even: with q * n an odd whole number it took the next rank up (n = 100: the max)
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values) - 1e-9) - 1))
     return sorted_values[index]
 
 
