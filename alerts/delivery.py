@@ -1,9 +1,12 @@
 """Delivering the outbox: retries with backoff, order kept per destination, never blocking.
 
-The loop sends due ``pending`` rows oldest first. A failure pushes the row's
-``next_attempt_at`` out (exponential backoff, or the server's retry-after) and holds back the
-rest of that destination's rows for this round, so alerts arrive in order after an outage.
-After ``alerts.max_attempts`` attempts (or a permanent error) the row is marked ``failed``.
+The loop sends due ``pending`` rows oldest first, critical ones (halt, kill switch, emergency
+stop: :data:`alerts.events.CRITICAL_TYPES`) before all others: a halt never waits behind an error
+backlog draining at a chat's rate limit, and one stored while a round is sending goes next. A
+failure pushes the row's ``next_attempt_at`` out (exponential backoff, or the server's
+retry-after) and holds back the rest of that destination's rows for this round, so alerts arrive
+in order after an outage. After ``alerts.max_attempts`` attempts (or a permanent error) the row
+is marked ``failed``. Rounds never overlap, so one process never sends a row twice.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from alerts.events import CRITICAL_TYPES
 from alerts.senders import AlertSender, DeliveryError, OutgoingAlert
 from bot.config import AlertsConfig
 from bot.logging_setup import secrets as log_secrets
@@ -66,6 +70,10 @@ class AlertDelivery:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_due: datetime | None = None
+        # One round at a time: the loop, the outbox job (ChatOps.flush), ChatOps.stop and teardown all
+        # call run_once, and two overlapping rounds would read the same pending rows and send them twice.
+        self._round_lock = asyncio.Lock()
+        self._stored = 0  # bumped by kick(): rows were stored (a round re-checks for critical ones)
         self.sent = 0
         self.failures = 0
 
@@ -76,6 +84,7 @@ class AlertDelivery:
 
     def kick(self) -> None:
         """Wake the loop: new rows were stored."""
+        self._stored += 1
         self._wake.set()
 
     async def start(self) -> None:
@@ -122,23 +131,44 @@ class AlertDelivery:
     async def run_once(self) -> int:
         """Send every due row once (oldest first); returns how many were delivered.
 
-        Also records when the earliest held-back row becomes due, for the loop's sleep.
+        Rounds never overlap: a caller that finds one running waits for it to end, then runs its
+        own (which only sees rows still pending, so nothing is sent twice). Also records when the
+        earliest held-back row becomes due, for the loop's sleep.
         """
+        async with self._round_lock:
+            return await self._round()
+
+    async def _round(self) -> int:
         self._next_due = None
         if not self._senders:
             return 0
-        now = self._now()
-        rows = (
-            await AlertOutbox.filter(status=AlertStatus.PENDING, destination__in=list(self._senders))
-            .order_by("id")
-            .limit(BATCH * len(self._senders))
-        )
+        destinations = list(self._senders)
         blocked: set[str] = set()
+        seen = self._stored
+        delivered = await self._send(await self._pending(destinations, critical=True), blocked)
+        rest = await self._pending(destinations, critical=False)
+        for row in rest:
+            if self._stored != seen:  # stored while this round sends (slowly, at a chat's rate): a halt goes first
+                seen = self._stored
+                delivered += await self._send(await self._pending(destinations, critical=True), blocked)
+            delivered += await self._send([row], blocked)
+        if len(rest) >= BATCH * len(destinations) and delivered:
+            self._note_due(self._now())  # a full batch: more rows may be waiting
+        return delivered
+
+    async def _pending(self, destinations: list[str], *, critical: bool) -> list[AlertOutbox]:
+        """Pending rows, oldest first: the critical ones, or all the others."""
+        query = AlertOutbox.filter(status=AlertStatus.PENDING, destination__in=destinations)
+        query = query.filter(event_type__in=list(CRITICAL_TYPES)) if critical else query.exclude(event_type__in=list(CRITICAL_TYPES))
+        return await query.order_by("id").limit(BATCH * len(destinations))
+
+    async def _send(self, rows: list[AlertOutbox], blocked: set[str]) -> int:
+        """Deliver due rows in order; a destination whose row waits or fails sends nothing more this round."""
         delivered = 0
         for row in rows:
-            if row.destination in blocked:
+            if row.destination in blocked or row.status is not AlertStatus.PENDING:
                 continue
-            if row.next_attempt_at is not None and row.next_attempt_at > now:
+            if row.next_attempt_at is not None and row.next_attempt_at > self._now():
                 blocked.add(row.destination)  # keep order: nothing overtakes a waiting row
                 self._note_due(row.next_attempt_at)
                 continue
@@ -148,8 +178,6 @@ class AlertDelivery:
                 blocked.add(row.destination)
                 if row.status is AlertStatus.PENDING and row.next_attempt_at is not None:
                     self._note_due(row.next_attempt_at)
-        if len(rows) >= BATCH * len(self._senders) and delivered:
-            self._note_due(now)  # a full batch: more rows may be waiting
         return delivered
 
     def _note_due(self, when: datetime) -> None:

@@ -9,6 +9,8 @@ per-type level (on / silent / off) applies. ``dedup_key`` collapses repeats insi
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -16,6 +18,12 @@ from commands import format as fmt
 from commands.model import Reply, Table
 
 ERROR_TYPES = frozenset({"error"})
+# Delivered before anything else waiting for the same destination: halts, the kill switch and the
+# emergency stop all use the ``halt`` type (so does "running again", which keeps them in order).
+CRITICAL_TYPES = frozenset({"halt"})
+
+# What varies between two reports of the same error: numbers, hex ids, quoted values.
+_VARYING = re.compile(r"0x[0-9a-f]+|\b[0-9a-f]{8,}\b|\d+(?:[.:]\d+)*|'[^']*'|\"[^\"]*\"", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +38,16 @@ class AlertEvent:
     def is_error(self) -> bool:
         """Errors go to the error chat/channel when one is configured."""
         return self.type in ERROR_TYPES
+
+
+def derived_dedup_key(event: AlertEvent) -> str:
+    """A key for an error alert that came without one: its type and its text with the varying parts removed.
+
+    "job risk_view failed: timeout after 5.0 s (id 1234)" every second is one error, not 3,600 an hour.
+    """
+    text = " ".join(_VARYING.sub("#", f"{event.reply.title}\n{event.reply.text}".lower()).split())
+    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    return f"auto:{event.type}:{digest}:{text}"[:128]
 
 
 def entry_placed(symbol: str, side: str, strategy: str, qty: Decimal, price: Decimal | None, stop: Decimal, target: Decimal, client_order_id: str) -> AlertEvent:

@@ -15,13 +15,17 @@ import os
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping
+from urllib.parse import unquote
 
 import yaml
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from strategies.params import StrategiesConfig
+
+if TYPE_CHECKING:
+    from engine.exchange.bingx import BingxRestClient
 
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 # The documented config.yaml shipped with the project: its ${VAR} mappings make the environment work
@@ -34,6 +38,26 @@ SECRET_FIELD_NAMES = frozenset({"api_key", "api_secret", "token", "webhook_url"}
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{1,20}-[A-Z]{2,10}$")
+# The password of a database URL: "scheme://user:PASSWORD@host" (rightmost "@": a raw "@" in it still
+# counts), and a "password=" query parameter (asyncpg accepts both).
+_URL_USERINFO_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:)(?P<password>.*)(?=@[^@]*$)")
+_URL_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<password>[^&#]*)", re.IGNORECASE)
+
+
+def database_url_passwords(url: str) -> list[str]:
+    """The password(s) written in a database URL, as written and percent-decoded (empty: none)."""
+    found = [m.group("password") for m in (_URL_USERINFO_PASSWORD.match(url.split("?", 1)[0]),) if m]
+    found += [m.group("password") for m in _URL_QUERY_PASSWORD.finditer(url)]
+    found = [p for p in found if p]
+    return list(dict.fromkeys([*found, *(unquote(p) for p in found)]))
+
+
+def mask_database_url(url: str) -> str:
+    """``url`` with its password shown as ``***`` (user, host, port and database stay readable)."""
+    base, sep, query = url.partition("?")
+    base = _URL_USERINFO_PASSWORD.sub(lambda m: m.group("head") + "***" if m.group("password") else m.group(0), base)
+    query = _URL_QUERY_PASSWORD.sub(lambda m: m.group("head") + "***", sep + query)
+    return base + query
 
 
 class ConfigError(Exception):
@@ -73,6 +97,15 @@ class ExchangeConfig(_Strict):
             raise ValueError("must start with http://, https://, ws:// or wss://")
         return value.rstrip("/")
 
+    def rest_client(self, **options: Any) -> BingxRestClient:
+        """A REST client for this section (host chosen for testnet / a custom URL); ``options`` go to the client."""
+        from engine.exchange.bingx import BingxRestClient, resolve_urls
+
+        rest_url, _ = resolve_urls(self.testnet, self.rest_url, self.ws_url)
+        return BingxRestClient(rest_url=rest_url, api_key=self.api_key.get_secret_value(),
+                               api_secret=self.api_secret.get_secret_value(), recv_window_ms=self.recv_window_ms,
+                               request_timeout_s=self.request_timeout_s, **options)
+
 
 class RiskConfig(_Strict):
     """Portfolio-level limits and protections (the risk manager enforces them)."""
@@ -105,6 +138,14 @@ class DatabaseConfig(_Strict):
     """Where the bot remembers orders, trades and state across restarts."""
 
     url: str = DEFAULT_DATABASE_URL
+
+    def __repr_args__(self) -> Any:
+        # repr() / str() of the config (tracebacks, debug logs) must not show the password.
+        yield "url", mask_database_url(self.url)
+
+    def passwords(self) -> list[str]:
+        """The URL's password (as written and percent-decoded), for log redaction."""
+        return database_url_passwords(self.url)
 
     @field_validator("url")
     @classmethod
@@ -143,6 +184,15 @@ class DiscordConfig(_Strict):
     authorized_users: list[int] = Field(default_factory=list)
     admin_users: list[int] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _needs_token(self) -> "DiscordConfig":
+        # Without a token the bot never connects: its channel would get a route but no sender, and
+        # alerts would pile up pending forever. Webhook-only alerts need enabled: false.
+        if self.enabled and not self.token.get_secret_value():
+            raise ValueError("discord.enabled is true but discord.token is empty "
+                             "(for alerts through discord.webhook_url alone, set discord.enabled to false)")
+        return self
+
 
 class ApprovalConfig(_Strict):
     """Optional human approval of every entry from chat."""
@@ -169,6 +219,8 @@ class AlertsConfig(_Strict):
     error: AlertLevel = "on"
     hourly_status: AlertLevel = "silent"
     daily_summary: AlertLevel = "on"
+    # Not applied yet: approval requests are posted by the approval notifiers, not through the publisher
+    # (they need an answer, so they always notify). Kept so existing config files stay valid.
     approval: AlertLevel = "on"
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 50
     dedup_window_s: Annotated[float, Field(ge=0)] = 300.0
@@ -284,11 +336,14 @@ class AppConfig(_Strict):
                     walk(value)
 
         walk(self)
+        values.extend(self.database.passwords())  # a plain URL string, but its password is a secret
         return values
 
     def masked_dict(self) -> dict[str, Any]:
         """The config as plain data with secrets shown as ``***`` (for `doctor` and `/config`)."""
-        return _mask(self.model_dump(mode="python"))
+        data = _mask(self.model_dump(mode="python"))
+        data["database"]["url"] = mask_database_url(self.database.url)
+        return data
 
 
 def _mask(value: Any, key: str | None = None) -> Any:
@@ -338,6 +393,15 @@ def _drop_nones(value: Any) -> Any:
     return value
 
 
+def _mask_input(value: Any, key: str | None) -> Any:
+    """A rejected value as shown in an error: secrets inside a section, a database URL's password, hidden."""
+    if isinstance(value, dict):
+        return {k: "***" if k in SECRET_FIELD_NAMES and v else _mask_input(v, k) for k, v in value.items()}
+    if key == "url" and isinstance(value, str):
+        return mask_database_url(value)  # a rejected URL may still carry the real password
+    return value
+
+
 def _format_validation_error(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
@@ -347,7 +411,8 @@ def _format_validation_error(exc: ValidationError) -> str:
         if error["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key")
             continue
-        shown = "***" if is_secret else repr(error.get("input"))
+        value = _mask_input(error.get("input"), loc[-1] if loc else None)
+        shown = "***" if is_secret else repr(value)
         message = error["msg"]
         if is_secret:
             message = message.split(",")[0]

@@ -43,6 +43,8 @@ _PATTERNS = (
     # API key header values.
     re.compile(r"(?<=X-BX-APIKEY['\"]: ['\"])[^'\"]+", re.IGNORECASE),
 )
+# The password inside a URL (a database URL in a driver's error); scheme, user and host stay readable.
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s/]+(@)", re.IGNORECASE)
 
 
 class SecretRegistry:
@@ -71,7 +73,7 @@ class SecretRegistry:
                 text = text.replace(value, REDACTED)
         for pattern in _PATTERNS:
             text = pattern.sub(REDACTED, text)
-        return text
+        return _URL_PASSWORD.sub(rf"\g<1>{REDACTED}\g<2>", text)
 
 
 secrets = SecretRegistry()

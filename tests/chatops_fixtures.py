@@ -1,10 +1,13 @@
-"""Shared setup for the chat-ops tests: a config with known users and chats, and DB rows."""
+"""Shared setup for the chat-ops tests: a config with known users and chats, DB rows, and the Telegram adapter."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+import pytest
 
 from bot.config import AppConfig
 from db.models import Signal, SignalFate, Trade, TradeState
@@ -54,3 +57,30 @@ async def make_closed_trade(pnl: str, r: str, days_ago: float = 1, symbol: str =
         stop=Decimal(95), target=Decimal(110), risk_per_unit=Decimal(5), opened_at=closed - timedelta(hours=2),
         closed_at=closed, exit_price=Decimal(105), exit_reason="target", realized_pnl=Decimal(pnl), r_multiple=Decimal(r),
     )
+
+
+def fast_telegram_limiter() -> Any:
+    """Telegram's flood limits raised far out of the way: the suite stays fast."""
+    from bot.telegram_ratelimit import TelegramRateLimiter
+
+    return TelegramRateLimiter(chat_per_s=1000, group_per_min=100000)
+
+
+@pytest.fixture
+async def telegram(db_url: str) -> AsyncIterator[tuple[Any, Any]]:
+    """The real Telegram adapter against the fake Bot API server: ``(FakeTelegram, TelegramAdapter)``."""
+    from bot.telegram_adapter import TelegramAdapter
+    from commands import build_dispatcher
+    from tests.fake_telegram import FakeTelegram
+    from tests.fakes_trading import FakeTrading
+
+    async with FakeTelegram(TOKEN) as fake:
+        config = make_config(api_url=fake.api_url)
+        trading = FakeTrading()
+        adapter = TelegramAdapter(config.telegram, build_dispatcher(config, trading, trading), poll_timeout_s=1,
+                                  rate_limiter=fast_telegram_limiter())
+        await adapter.start()
+        try:
+            yield fake, adapter
+        finally:
+            await adapter.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,13 +18,9 @@ from alerts import (
     events,
     routes_from_config,
 )
-from bot.telegram_adapter import TelegramAdapter, TelegramAlertSender
-from bot.telegram_ratelimit import TelegramRateLimiter
-from commands import build_dispatcher
+from bot.telegram_adapter import TelegramAlertSender
 from db.models import AlertOutbox, AlertStatus
-from tests.chatops_fixtures import CHAT, ERROR_CHAT, TOKEN, make_config
-from tests.fake_telegram import FakeTelegram
-from tests.fakes_trading import FakeTrading
+from tests.chatops_fixtures import CHAT, ERROR_CHAT, TOKEN, make_config, telegram  # noqa: F401  (telegram: a fixture)
 
 
 class VirtualClock:
@@ -136,20 +131,6 @@ async def test_pending_alerts_survive_a_restart(db_url: str) -> None:
     assert [a.reply.text for a in later.got] == ["problem 0", "problem 1", "problem 2"]
 
 
-@pytest.fixture
-async def telegram(db_url: str) -> AsyncIterator[tuple[FakeTelegram, TelegramAdapter]]:
-    async with FakeTelegram(TOKEN) as fake:
-        config = make_config(api_url=fake.api_url)
-        trading = FakeTrading()
-        adapter = TelegramAdapter(
-            config.telegram, build_dispatcher(config, trading, trading), poll_timeout_s=1,
-            rate_limiter=TelegramRateLimiter(chat_per_s=1000, group_per_min=100000),
-        )
-        await adapter.start()
-        try:
-            yield fake, adapter
-        finally:
-            await adapter.stop()
 
 
 async def test_a_minute_long_chat_outage_loses_nothing_and_never_blocks_publishing(telegram) -> None:

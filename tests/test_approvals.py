@@ -49,15 +49,18 @@ async def test_unknown_price_refuses_and_a_broken_transport_does_not_block(db_ur
     await service.close()
 
 
-async def test_overdue_requests_expire_after_a_restart(db_url: str) -> None:
+async def test_requests_of_an_earlier_run_expire_after_a_restart(db_url: str) -> None:
     signal = await make_signal()
     stale = await Approval.create(signal=signal, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    # Not overdue yet, but its waiter died with the last process: an approval could place nothing.
     fresh = await Approval.create(signal=signal, expires_at=datetime.now(UTC) + timedelta(minutes=5))
     service = ApprovalService(ApprovalConfig(timeout_s=30), FakeTrading())
-    assert await service.expire_overdue() == 1
+    assert await service.expire_overdue() == 2
     assert (await Approval.get(id=stale.id)).status is ApprovalStatus.EXPIRED
-    assert (await Approval.get(id=fresh.id)).status is ApprovalStatus.PENDING
+    assert (await Approval.get(id=fresh.id)).status is ApprovalStatus.EXPIRED
+    assert "restarted" in (await Approval.get(id=fresh.id)).reason
     assert (await service.wait(stale.id)).status is ApprovalStatus.EXPIRED  # answered from the database
+    assert (await Signal.get(id=signal.id)).fate is SignalFate.EXPIRED
 
 
 async def test_concurrent_decisions_have_one_winner(db_url: str) -> None:

@@ -78,3 +78,16 @@ def test_file_rotates_by_size(tmp_path: Path) -> None:
     rotated = sorted(p.name for p in tmp_path.iterdir())
     assert rotated == ["bot.jsonl", "bot.jsonl.1", "bot.jsonl.2"]
     assert log_file.stat().st_size <= 0.01 * 1024 * 1024 + 400
+
+
+@pytest.mark.parametrize("url", ["postgres://trading_bot:s3cr3t-PW@db:5432/bot", "mysql://u:p%40ss@127.0.0.1/x",
+                                 "https://user:hunter22@example.org/path"])
+def test_credentials_in_a_url_are_hidden_even_when_nobody_registered_them(url: str) -> None:
+    password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    text = secrets.redact(f"OSError: could not connect to {url} (timeout)")
+    assert password not in text and "(timeout)" in text
+
+
+def test_a_url_without_credentials_is_left_alone() -> None:
+    text = "GET http://127.0.0.1:8787/health and sqlite://data/trading-bot.db"
+    assert secrets.redact(text) == text

@@ -59,8 +59,6 @@ def run(args: argparse.Namespace) -> int:
 
 async def _stop(config: AppConfig, rest_url: str, *, use_db: bool) -> int:
     from db.database import close_db, init_db
-    from engine.exchange.bingx import BingxRestClient
-
     from .emergency import emergency_stop
     from .manager import RiskManager
 
@@ -73,10 +71,7 @@ async def _stop(config: AppConfig, rest_url: str, *, use_db: bool) -> int:
             print(f"warning: database unavailable ({type(exc).__name__}); continuing without it", file=sys.stderr)
             risk = None
     try:
-        async with BingxRestClient(rest_url=rest_url, api_key=config.exchange.api_key.get_secret_value(),
-                                   api_secret=config.exchange.api_secret.get_secret_value(),
-                                   recv_window_ms=config.exchange.recv_window_ms,
-                                   request_timeout_s=config.exchange.request_timeout_s) as client:
+        async with config.exchange.rest_client() as client:
             report = await emergency_stop(client, risk=risk, actor="cli",
                                           mode=config.mode.value if risk is not None else None)
     finally:

@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _doctor(config: AppConfig) -> int:
+    from bot.logging_setup import secrets
     from db.database import close_db, init_db
-    from engine.exchange.bingx import BingxRestClient, resolve_urls
     from engine.exchange.bingx.doctor import render_doctor_report, run_doctor
 
     from .preflight import PreflightReport, run_preflight
@@ -53,15 +53,11 @@ async def _doctor(config: AppConfig) -> int:
         await init_db(config.database.url)
     except Exception as exc:  # noqa: BLE001 - reported as a failed check
         report = PreflightReport()
-        report.add("database", False, f"{type(exc).__name__}: {exc}")
+        report.add("database", False, secrets.redact(f"{type(exc).__name__}: {exc}"))  # printed: not through logging
         print(report.text())
         return 1
     try:
-        rest_url, _ = resolve_urls(config.exchange.testnet, config.exchange.rest_url, config.exchange.ws_url)
-        async with BingxRestClient(rest_url=rest_url, api_key=config.exchange.api_key.get_secret_value(),
-                                   api_secret=config.exchange.api_secret.get_secret_value(),
-                                   recv_window_ms=config.exchange.recv_window_ms,
-                                   request_timeout_s=config.exchange.request_timeout_s, max_retries=1) as client:
+        async with config.exchange.rest_client(max_retries=1) as client:
             report = await run_preflight(config, client)
             # The exchange's own view: clock offset, contract rules, balance, positions, mode, leverage.
             exchange_report = await run_doctor(client, config.symbols)

@@ -112,6 +112,7 @@ class RiskManager:
         # ``emergency-stop`` command) is seen. 0 (the default): the database is read for every entry.
         self.entry_view_ttl_s = entry_view_ttl_s
         self._entry_view: EntryView | None = None
+        self._halt_episode = ""  # when the current HALTED spell began: part of the halt alert's dedup key
 
     async def _rate_counter(self) -> OrderRateCounter:
         if self._rate is None:  # restored from the database so a restart keeps the minute's count
@@ -275,9 +276,14 @@ class RiskManager:
         """HALTED with an alarm; with ``lock_kind`` also a lock an admin must lift."""
         if lock_kind is not None:
             await self.protections.lock(lock_kind, reason, None, detail=detail)
+        previous = await self.state.current()
         info = await self.state.set(TradingState.HALTED, reason, actor)
+        if previous.state is not TradingState.HALTED or not self._halt_episode:
+            # A new HALTED spell (e.g. after a /resume): its alert must not be deduplicated against the
+            # last spell's; repeats inside one spell still collapse.
+            self._halt_episode = (info.at or self.clock()).isoformat()
         await emit(self.alert, RiskEvent("halt", "Trading HALTED", reason, {"actor": actor, **(detail or {})},
-                                         dedup_key=f"halt:{reason[:60]}"))
+                                         dedup_key=f"halt:{self._halt_episode}:{reason[:60]}"))
         return info
 
     async def lift(self, what: str, actor: str) -> list[str]:

@@ -194,7 +194,7 @@ class Protections:
             text=view.describe(),
             detail={"kind": kind.value, "symbol": symbol, "strategy": strategy, "reason": reason,
                     "until": until.isoformat() if until else None, **(detail or {})},
-            dedup_key=f"protection:{kind.value}:{symbol}:{strategy}",
+            dedup_key=f"protection:{kind.value}:{symbol}:{strategy}:{row.id}",  # a lock set again after /unlock is news
         ))
         return view
 
