@@ -108,6 +108,17 @@ def test_the_market_decoder_gives_the_events_of_the_exact_decoder(push: dict[str
         assert market == exact
 
 
+@pytest.mark.parametrize("time_text", ["6.613734883153406e+16", "9007199254740992", "-1", "-60000.0"])
+@pytest.mark.parametrize("channel", ["kline_1m", "trade"])
+def test_an_impossible_market_time_is_refused_by_both_decoders(time_text: str, channel: str) -> None:
+    # past 2**53 ms a JSON float cannot hold the time exactly (the two decoders read 6.6e16 differently)
+    row = f'{{"T": {time_text}, "o": "1", "h": "1", "l": "1", "c": "1", "v": "1", "p": "1", "q": "1", "m": false}}'
+    text = f'{{"dataType": "BTC-USDT@{channel}", "data": [{row}]}}'
+    for decode in (loads, loads_market):
+        with pytest.raises(MalformedPayloadError, match="not a plausible time"):
+            parse_market_push(decode(text))
+
+
 def test_the_market_decoder_refuses_what_is_not_json_with_value_error() -> None:
     for text in ('{"c": NaN}', '{"c": Infinity}', "{not json", '{"c": "1"} trailing'):
         with pytest.raises(ValueError):

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from decimal import Decimal
-from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -27,44 +26,12 @@ from engine.exchange.bingx.market_stream import MarketStream, kline_topic
 from engine.exchange.bingx.models import OrderStatus
 from engine.exchange.bingx.orders import OrderRequest, new_client_order_id
 from engine.exchange.bingx.rest import BingxRestClient
-from engine.market.candle import read_candles_csv
-from engine.simulator import MarketSpec, SimulatorServer
 
 from tests.bingx_fakes import EventCollector
+from tests.bingx_sim_fixtures import (  # noqa: F401  (btc_candles, make_sim: fixtures used by name)
+    btc_candles, client_for, KEY, make_sim, SECRET, SimFactory, SYM,
+)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SYM = "BTC-USDT"
-KEY, SECRET = "e2e-key", "e2e-secret"
-
-SimFactory = Callable[..., Awaitable[SimulatorServer]]
-
-
-@pytest.fixture(scope="module")
-def btc_candles() -> list[Any]:
-    return read_candles_csv(SHARED / "data/market/BTC_USDT-1m.csv.gz")[:3000]
-
-
-@pytest.fixture
-async def make_sim(btc_candles: list[Any]) -> AsyncIterator[SimFactory]:
-    started: list[SimulatorServer] = []
-
-    async def factory(**kw: Any) -> SimulatorServer:
-        kw.setdefault("ping_interval_s", 0.5)
-        kw.setdefault("push_interval_s", 0.1)
-        kw.setdefault("config_interval_s", 0.5)
-        server = SimulatorServer([MarketSpec(SYM, btc_candles)], api_key=KEY, api_secret=SECRET, **kw)
-        await server.start()
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        await server.stop()
-
-
-def client_for(sim: SimulatorServer, **kw: Any) -> BingxRestClient:
-    kw.setdefault("order_lookup_delay_s", 0.1)
-    return BingxRestClient(rest_url=sim.rest_url, api_key=KEY, api_secret=SECRET, **kw)
 
 
 async def test_doctor_reports_offset_rules_balance_positions_mode_leverage(make_sim: SimFactory) -> None:

@@ -9,7 +9,8 @@
 ``POST /_sim/faults`` with a JSON object
     Sets fault switches (see ``faults.py``): ``rest_5xx_fraction``, ``rest_5xx_status``,
     ``rest_5xx_after``, ``hang_next_orders``, ``latency_ms``, ``latency_jitter_ms``,
-    ``clock_skew_ms``, ``force_rate_limit_s``, ``reject_next_order_code``,
+    ``clock_skew_ms``, ``force_rate_limit_s``, ``rate_limit_no_headers``, ``firewall_block_s``,
+    ``reject_next_order_code``,
     ``reject_next_orders`` (list of codes or ``{code, msg}``), ``ws_drop_every_s``,
     ``seed``; ``{"clear": true}`` switches everything off. Answers the switches now in force;
     an unknown key or bad value answers HTTP 400 and changes nothing.

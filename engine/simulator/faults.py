@@ -9,6 +9,8 @@
 | ``latency_ms`` / ``latency_jitter_ms`` | delay before each REST answer |
 | ``clock_skew_ms`` | added to the server clock (server time, recvWindow check, event times) |
 | ``force_rate_limit_s`` | every ``/openApi`` call answers 100410 for the next N seconds |
+| ``rate_limit_no_headers`` | 100410 answers carry no ``X-RateLimit-*`` headers (presence and unit undocumented) |
+| ``firewall_block_s`` | every ``/openApi`` call answers a bare HTTP 403 (firewall block) for the next N seconds |
 | ``reject_next_orders`` | the next order placements fail with the given codes (``reject_next_order_code`` adds one) |
 | ``ws_drop_every_s`` | every WebSocket connection is dropped every N seconds (0 = off) |
 
@@ -37,6 +39,8 @@ class Faults:
     latency_jitter_ms: float = 0.0
     clock_skew_ms: int = 0
     rate_limited_until: float = 0.0  # time.monotonic() deadline of a forced 100410 period
+    rate_limit_no_headers: bool = False
+    firewall_until: float = 0.0  # time.monotonic() deadline of a forced HTTP 403 period
     reject_next_orders: list[tuple[int, str]] = field(default_factory=list)
     ws_drop_every_s: float = 0.0
     seed: int = 20240101
@@ -66,6 +70,14 @@ class Faults:
         """Answer 100410 to everything for ``seconds``."""
         self.rate_limited_until = time.monotonic() + max(0.0, seconds)
 
+    def firewall_forced(self) -> bool:
+        """Whether a forced HTTP 403 (firewall) period is running."""
+        return time.monotonic() < self.firewall_until
+
+    def force_firewall_block(self, seconds: float) -> None:
+        """Answer a bare HTTP 403 to everything for ``seconds``."""
+        self.firewall_until = time.monotonic() + max(0.0, seconds)
+
     def take_reject(self) -> tuple[int, str] | None:
         """Consume the next queued order rejection."""
         return self.reject_next_orders.pop(0) if self.reject_next_orders else None
@@ -83,6 +95,7 @@ class Faults:
         staged: dict[str, Any] = {}
         rejects: list[tuple[int, str]] = []
         force_s: float | None = None
+        firewall_s: float | None = None
         for key, value in body.items():
             if key == "rest_5xx_fraction":
                 fraction = float(value)
@@ -94,7 +107,7 @@ class Faults:
                 if status is not None and not 500 <= status <= 599:
                     raise ValueError("rest_5xx_status must be a 5xx status")
                 staged[key] = status
-            elif key in ("rest_5xx_after",):
+            elif key in ("rest_5xx_after", "rate_limit_no_headers"):
                 if not isinstance(value, bool):
                     raise ValueError(f"{key} must be true or false")
                 staged[key] = value
@@ -114,6 +127,10 @@ class Faults:
                 force_s = float(value)
                 if force_s < 0:
                     raise ValueError("force_rate_limit_s must be >= 0")
+            elif key == "firewall_block_s":
+                firewall_s = float(value)
+                if firewall_s < 0:
+                    raise ValueError("firewall_block_s must be >= 0")
             elif key == "reject_next_order_code":
                 code = int(value)
                 rejects.append((code, ERROR_MESSAGES.get(code, "order rejected")))
@@ -140,6 +157,8 @@ class Faults:
         self.reject_next_orders.extend(rejects)
         if force_s is not None:
             self.force_rate_limit(force_s)
+        if firewall_s is not None:
+            self.force_firewall_block(firewall_s)
 
     def clear(self) -> None:
         """Switch every fault off."""
@@ -151,6 +170,8 @@ class Faults:
         self.latency_jitter_ms = 0.0
         self.clock_skew_ms = 0
         self.rate_limited_until = 0.0
+        self.rate_limit_no_headers = False
+        self.firewall_until = 0.0
         self.reject_next_orders.clear()
         self.ws_drop_every_s = 0.0
 
@@ -165,6 +186,8 @@ class Faults:
             "latency_jitter_ms": self.latency_jitter_ms,
             "clock_skew_ms": self.clock_skew_ms,
             "force_rate_limit_remaining_s": round(max(0.0, self.rate_limited_until - time.monotonic()), 3),
+            "rate_limit_no_headers": self.rate_limit_no_headers,
+            "firewall_block_remaining_s": round(max(0.0, self.firewall_until - time.monotonic()), 3),
             "reject_next_orders": [{"code": c, "msg": m} for c, m in self.reject_next_orders],
             "ws_drop_every_s": self.ws_drop_every_s,
             "seed": self.seed,

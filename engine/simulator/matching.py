@@ -180,6 +180,9 @@ class EngineConfig:
     maker_fee: Decimal = Decimal("0.0002")
     default_leverage: int = 20
     duplicate_client_id_code: int = 101400
+    # The other reading of protocol notes 6.5 (UNCONFIRMED): conditional orders drop clientOrderId
+    # (stored and echoed as "", not findable by it).
+    conditional_ignores_client_id: bool = False
 
 
 class MatchingEngine:
@@ -439,6 +442,8 @@ class MatchingEngine:
         market = self.market(p.get("symbol"))
         side, order_type, position_side, reduce_only, close_position, tif, working_type = self._read_kind(p)
         client_id = self._read_client_id(p)
+        if order_type in CONDITIONAL_TYPES and self.config.conditional_ignores_client_id:
+            client_id = ""
         price, price_ticks, stop_price = self._read_prices(p, market, order_type)
         closing = close_position or reduce_only or (
             self.account.hedge_mode and (side == "SELL") == (position_side == "LONG")

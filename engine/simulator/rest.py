@@ -167,18 +167,22 @@ class RestApi:
         ep = methods.get(request.method) if methods else None
         if ep is None:
             return self._json(error_body(100400, "this api is not exist", sim.server_time_ms()), 404)
+        if faults.firewall_forced():
+            return web.Response(text="403 Forbidden", status=403, content_type="text/html")
         limited_status = sim.rate_limit_http_status
         if faults.rate_limit_forced():
             left_ms = int(max(0.0, faults.rate_limited_until - time.monotonic()) * 1000)
             return self._error(
                 ApiError(100410, http_status=limited_status),
+                {} if faults.rate_limit_no_headers else
                 {"X-RateLimit-Requests-Remain": "0", "X-RateLimit-Requests-Expire": str(left_ms)},
             )
         # IP limits count every request; the per-UID limit only requests whose API key names the account.
         decision = sim.limiter.check(self._ip_windows(ep))
         headers = self._rate_headers(decision)
         if not decision.allowed:
-            return self._error(ApiError(100410, http_status=limited_status), headers)
+            return self._error(ApiError(100410, http_status=limited_status),
+                               {} if faults.rate_limit_no_headers else headers)
         body = await request.text() if request.can_read_body else ""
         query_raw = request.rel_url.raw_query_string
         content_type = request.headers.get("Content-Type", "")

@@ -95,6 +95,10 @@ class BingxRateLimitError(BingxError):
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 
+class BingxFirewallBlockError(BingxRateLimitError):
+    """HTTP 403 without a BingX code: the firewall refuses this IP (usually for 5 minutes)."""
+
+
 # --- business --------------------------------------------------------------------------------
 
 
@@ -120,6 +124,10 @@ class BingxDuplicateClientOrderIdError(BingxError):
 
 class BingxListenKeyNotFoundError(BingxError):
     """The listen key is unknown or expired (HTTP 404 on PUT/DELETE userDataStream)."""
+
+
+class BingxListenKeyNotExtendedError(BingxListenKeyNotFoundError):
+    """HTTP 204 on the extend call: BingX says "no parameters" and did not extend the key."""
 
 
 class BingxUnknownError(BingxError):
@@ -150,12 +158,17 @@ RATE_LIMIT_CODES = frozenset({100410})
 TIMESTAMP_CODES = frozenset({100421})
 INSUFFICIENT_MARGIN_CODES = frozenset({101204, 101206, 101212, 101253, 100202})
 NO_POSITION_CODES = frozenset({101205, 80017})
-ORDER_NOT_FOUND_CODES = frozenset({80016, 109414, 109421})
+ORDER_NOT_FOUND_CODES = frozenset({80016, 109421})
+# "Order not exist / request failed" (doc section 7): a confirmed absence only when the message says so.
+AMBIGUOUS_NOT_FOUND_CODES = frozenset({109414})
 DUPLICATE_CLIENT_ID_CODES = frozenset({101481, 109201})
 INVALID_PARAMETER_CODES = frozenset(
     {100400, 80014, 109400, 110400, 101400, 101211, 101215, 101290, 101414, 101415, 101209, 109425,
      110406, 110407, 110411, 110412, 110413, 110414, 110422, 110425, 104103, 109401, 80013, 101419, 80018}
 )
+# 101209 has two documented meanings: "max position value for this leverage" (a rejection) or, in an older
+# list, "same order number submitted twice within 1 s" (the order exists): place_order looks it up first.
+AMBIGUOUS_REJECTION_CODES = frozenset({101209})
 # "System busy / internal error / RPC timeout": the request may or may not have been executed.
 SERVER_BUSY_CODES = frozenset({100500, 80012, 101500, 109500, 110500, 80001, 80019})
 
@@ -173,8 +186,21 @@ PLAIN_WORDS: dict[int, str] = {
 }
 
 
+def _says_not_found(lowered_message: str) -> bool:
+    return "not exist" in lowered_message or "not found" in lowered_message
+
+
+def _says_duplicate_client_id(lowered_message: str) -> bool:
+    return "clientorderid" in lowered_message and ("repeat" in lowered_message or "unique" in lowered_message)
+
+
 def _class_for(code: int, lowered_message: str) -> tuple[type[BingxError], str]:
-    """The exception class for ``code`` and its default message."""
+    """The exception class for ``code`` and its default message.
+
+    Known codes decide first; text heuristics only refine a validation code or classify an
+    unknown code. (A busy code whose message happens to mention a missing order must stay
+    "outcome unknown", never become a confirmed absence.)
+    """
     if code in SIGNATURE_CODES:
         return BingxSignatureError, "signature verification failed"
     if code in AUTH_CODES:
@@ -183,21 +209,28 @@ def _class_for(code: int, lowered_message: str) -> tuple[type[BingxError], str]:
         return BingxRateLimitError, "rate limit exceeded"
     if code in TIMESTAMP_CODES:
         return BingxTimestampError, "timestamp mismatch"
+    if code in SERVER_BUSY_CODES:
+        return BingxServerError, "BingX is busy"
+    if code in AMBIGUOUS_NOT_FOUND_CODES:
+        # 109414 is "order not exist / request failed": only the first reading is a confirmed absence.
+        if "order" in lowered_message and _says_not_found(lowered_message):
+            return BingxOrderNotFoundError, "order does not exist"
+        return BingxServerError, "request failed (outcome unknown)"
     if code in INSUFFICIENT_MARGIN_CODES:
         return BingxInsufficientMarginError, "insufficient margin"
     if code in NO_POSITION_CODES:
         return BingxNoPositionError, "no position"
-    if code in ORDER_NOT_FOUND_CODES or (
-            "order" in lowered_message and ("not exist" in lowered_message or "not found" in lowered_message)):
+    if code in ORDER_NOT_FOUND_CODES:
         return BingxOrderNotFoundError, "order does not exist"
+    if code in DUPLICATE_CLIENT_ID_CODES:
+        return BingxDuplicateClientOrderIdError, "duplicate client order id"
     # 101400 is also used for "clientOrderID unique check failed" (observed on VST).
-    if code in DUPLICATE_CLIENT_ID_CODES or (
-            "clientorderid" in lowered_message and ("repeat" in lowered_message or "unique" in lowered_message)):
+    if _says_duplicate_client_id(lowered_message):
         return BingxDuplicateClientOrderIdError, "duplicate client order id"
     if code in INVALID_PARAMETER_CODES:
         return BingxInvalidParameterError, "invalid parameter"
-    if code in SERVER_BUSY_CODES:
-        return BingxServerError, "BingX is busy"
+    if "order" in lowered_message and _says_not_found(lowered_message):
+        return BingxOrderNotFoundError, "order does not exist"
     return BingxUnknownError, "unknown error"
 
 

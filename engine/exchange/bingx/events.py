@@ -167,6 +167,19 @@ def split_topic(topic: str) -> tuple[str, str]:
 _ABSENT = object()
 
 
+# Market times past 2**53 ms (the year 287,000) are nonsense, and a JSON float cannot even hold them exactly:
+# two decoders could turn the same text into different times. Refused, on the fast path and the checked one.
+MAX_TIME_MS = 2**53
+
+
+def _time_ms(value: Any, name: str) -> int:
+    """A market event's ms timestamp: present, whole, and within ``0 .. MAX_TIME_MS``."""
+    time_ms = req_int(value, name)
+    if not 0 <= time_ms < MAX_TIME_MS:
+        raise MalformedPayloadError(f"{name}: {value!r} is not a plausible time in ms")
+    return time_ms
+
+
 def _finite(text: Any) -> Decimal | None:
     """``Decimal`` of a numeric string if it is a finite number, else ``None`` (the caller falls back)."""
     if text.__class__ is not str:
@@ -184,7 +197,7 @@ def _fast_kline(symbol: str, interval: str, row: Any) -> KlineEvent | None:
     t = row.get("T", _ABSENT)
     if t is _ABSENT:
         t = row.get("t")
-    if t.__class__ is not int:
+    if t.__class__ is not int or not 0 <= t < MAX_TIME_MS:
         return None
     o = _finite(row.get("o"))
     h = _finite(row.get("h"))
@@ -201,7 +214,7 @@ def _kline_event(symbol: str, interval: str, topic: str, row: Any) -> KlineEvent
     return KlineEvent(
         symbol=symbol,
         interval=interval,
-        open_time_ms=req_int(r.get("T", r.get("t")), f"{topic}.T"),
+        open_time_ms=_time_ms(r.get("T", r.get("t")), f"{topic}.T"),
         open=req_decimal(r.get("o"), f"{topic}.o"),
         high=req_decimal(r.get("h"), f"{topic}.h"),
         low=req_decimal(r.get("l"), f"{topic}.l"),
@@ -221,7 +234,7 @@ def _fast_trade(symbol: str, row: Any) -> TradeEvent | None:
         return None
     t = row.get("T")
     m = row.get("m", False)
-    if t.__class__ is not int or m.__class__ is not bool:
+    if t.__class__ is not int or not 0 <= t < MAX_TIME_MS or m.__class__ is not bool:
         return None
     p = _finite(row.get("p"))
     q = _finite(row.get("q"))
@@ -234,7 +247,7 @@ def _trade_event(symbol: str, topic: str, row: Any) -> TradeEvent:
     r = _mapping(row, f"{topic}.data[]")
     return TradeEvent(
         symbol=_str(r.get("s")) or symbol,
-        time_ms=req_int(r.get("T"), f"{topic}.T"),
+        time_ms=_time_ms(r.get("T"), f"{topic}.T"),
         price=req_decimal(r.get("p"), f"{topic}.p"),
         qty=req_decimal(r.get("q"), f"{topic}.q"),
         buyer_is_maker=bool(to_bool(r.get("m"), default=False)),

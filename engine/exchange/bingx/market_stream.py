@@ -191,6 +191,11 @@ class MarketStream:
         return [t for shard in self._shards for t in shard.topics]
 
     @property
+    def connections(self) -> list[ReconnectingConnection]:
+        """The connection of every shard (their ``connected`` events and ``connect_count`` tell its health)."""
+        return [shard.conn for shard in self._shards]
+
+    @property
     def shard_count(self) -> int:
         """Number of connections in use."""
         return len(self._shards)

@@ -12,6 +12,9 @@ alone is not enough: a request delayed in flight lands in the server's next wind
 
 When BingX still answers 100410 / HTTP 429 the affected buckets are blocked until the window
 resets (from ``X-RateLimit-Requests-Expire`` when present, else a default), and that is logged.
+A caller may refuse to sit out a long block (``slot(..., max_block_s=...)``): it then gets a
+:class:`~.errors.BingxRateLimitError` at once and decides itself (a stop placement must not
+wait minutes silently).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
+
+from .errors import BingxRateLimitError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +46,7 @@ class Budget:
 class _Bucket:
     """One named budget set: requests in flight plus completion times of recent ones."""
 
-    __slots__ = ("name", "budgets", "in_flight", "done", "blocked_until", "horizon")
+    __slots__ = ("name", "budgets", "in_flight", "done", "blocked_until", "block_reason", "horizon")
 
     def __init__(self, name: str, budgets: Sequence[Budget]) -> None:
         self.name = name
@@ -50,6 +55,7 @@ class _Bucket:
         self.in_flight = 0
         self.done: list[float] = []  # sorted completion times
         self.blocked_until = 0.0
+        self.block_reason = ""
 
     def wait_time(self, now: float, guard_s: float) -> float | None:
         """Seconds until one more request fits every budget: 0 = now, None = when one completes."""
@@ -118,15 +124,24 @@ class RateLimiter:
             self._pulse.set_result(None)
         self._pulse = None
 
-    async def slot(self, keys: Sequence[str]) -> Slot:
+    async def slot(self, keys: Sequence[str], *, max_block_s: float | None = None) -> Slot:
         """Wait until a request fits every bucket in ``keys`` and hold a slot for it.
 
         Unknown keys are ignored (an endpoint without a UID limit has no UID bucket). The caller
-        must :meth:`Slot.release` it when the request is over (use ``try/finally``).
+        must :meth:`Slot.release` it when the request is over (use ``try/finally``). When a bucket
+        is blocked (after a BingX rate-limit answer) for longer than ``max_block_s``, raise
+        :class:`BingxRateLimitError` instead of waiting; ordinary budget waits are always waited.
         """
         buckets = [self._buckets[k] for k in keys if k in self._buckets]
         while True:
             now = self._clock()
+            if max_block_s is not None:
+                blocked = max(buckets, key=lambda b: b.blocked_until, default=None)
+                if blocked is not None and blocked.blocked_until - now > max_block_s:
+                    left = blocked.blocked_until - now
+                    raise BingxRateLimitError(
+                        f"BingX rate limit: {blocked.name} is paused for another {left:.0f} s "
+                        f"({blocked.block_reason}); not waiting", retry_after_s=left, endpoint=blocked.name)
             waits = [b.wait_time(now, self._guard_s) for b in buckets]
             if all(w is not None and w <= 0 for w in waits):
                 for bucket in buckets:
@@ -143,14 +158,15 @@ class RateLimiter:
         """Take and immediately release a slot (fire-and-forget sends, e.g. WS subscriptions)."""
         (await self.slot(keys)).release()
 
-    def block(self, keys: Sequence[str], seconds: float, *, reason: str) -> None:
-        """Stop every bucket in ``keys`` for ``seconds`` (after a 100410/429 from BingX)."""
+    def block(self, keys: Sequence[str] | None, seconds: float, *, reason: str) -> None:
+        """Stop every bucket in ``keys`` (``None``: all buckets) for ``seconds`` (after a 100410/429/418/403)."""
         until = self._clock() + seconds
         names = []
-        for key in keys:
+        for key in (list(self._buckets) if keys is None else keys):
             bucket = self._buckets.get(key)
             if bucket is not None and until > bucket.blocked_until:
                 bucket.blocked_until = until
+                bucket.block_reason = reason
                 names.append(key)
         if names:
             log.warning(
@@ -164,25 +180,45 @@ class RateLimiter:
         return max(0.0, bucket.blocked_until - self._clock()) if bucket else 0.0
 
 
-def parse_expire_header(value: str | None, *, now_ms: int, default_s: float, max_s: float = 300.0) -> float:
-    """Seconds until the rate-limit window resets, from ``X-RateLimit-Requests-Expire``.
+# Documented recovery after a rate-limit breach (protocol notes 8): "recover after 5 minutes".
+RECOVERY_S = 300.0
+# Up to this an ``X-RateLimit-Requests-Expire`` value is read as seconds, above it as milliseconds. The
+# longest documented window is 10 s, so a seconds countdown never exceeds it; reading "250" (ms left) as
+# 250 s would silence the bot for minutes, while reading "7" (ms) as 7 s costs at most 10 s.
+_SECONDS_READING_MAX = 10.0
 
-    The unit is not documented. Read it as milliseconds remaining (what the local simulator
-    sends), or as an absolute epoch time when it is that large (ms from 1e12, s from 1e9).
-    Anything unreadable gives ``default_s``; the result is capped at ``max_s``.
+
+def read_expire_header(value: str | None, *, now_ms: int, max_s: float = RECOVERY_S) -> float | None:
+    """Seconds until the rate-limit window resets, from ``X-RateLimit-Requests-Expire``, or ``None``.
+
+    The unit is not documented, so every plausible reading is covered by taking the longer one:
+    an absolute epoch time when the value is that large (ms from 1e12, s from 1e9), else a
+    remaining time: up to 10 it is read as seconds (``5`` = 5 s, not 5 ms), above that as ms.
+    Missing, unreadable, zero or past values give ``None`` (the caller picks a conservative
+    default); the result is capped at ``max_s``.
     """
     if not value:
-        return default_s
+        return None
     try:
         number = float(value.strip())
     except ValueError:
-        return default_s
+        return None
+    if number != number or number <= 0:  # NaN or nothing left: tells nothing
+        return None
     if number >= 1e12:
         seconds = (number - now_ms) / 1000.0
     elif number >= 1e9:
         seconds = number - now_ms / 1000.0
+    elif number <= _SECONDS_READING_MAX:
+        seconds = number
     else:
         seconds = number / 1000.0
     if seconds <= 0:
-        return min(default_s, 1.0)
+        return None
     return min(seconds, max_s)
+
+
+def parse_expire_header(value: str | None, *, now_ms: int, default_s: float, max_s: float = RECOVERY_S) -> float:
+    """Like :func:`read_expire_header`, with ``default_s`` when the header tells nothing."""
+    seconds = read_expire_header(value, now_ms=now_ms, max_s=max_s)
+    return default_s if seconds is None else seconds

@@ -4,7 +4,9 @@ Cross-cutting behaviour, all in :meth:`BingxRestClient._call`:
 - signing (``signing``), ``timestamp`` from :class:`~.timesync.TimeSync`;
 - a 100421 timestamp error triggers an immediate resync and exactly one retry;
 - every request first takes a slot from the shared :class:`~.ratelimit.RateLimiter`;
-  a 100410 / HTTP 429 blocks the endpoint's buckets until the window resets (logged);
+  a 100410 / HTTP 429 blocks the endpoint's buckets until the window resets (logged), a 418 ban or
+  403 firewall block pauses every bucket for 5 minutes; a block longer than ``max_rate_limit_wait_s``
+  is not slept through: the call raises :class:`BingxRateLimitError` at once and the caller decides;
 - network errors, HTTP 5xx and "busy" codes are retried with exponential backoff and jitter,
   but only for repeatable endpoints (reads, idempotent settings). Placements and cancels
   are never repeated blindly: :meth:`place_order` looks the order up by client order id.
@@ -33,10 +35,13 @@ from . import endpoints as ep
 from .contracts import ContractCache, ContractRules
 from .endpoints import Endpoint
 from .errors import (
+    AMBIGUOUS_REJECTION_CODES,
     BingxAuthError,
     BingxDuplicateClientOrderIdError,
     BingxError,
+    BingxFirewallBlockError,
     BingxInvalidParameterError,
+    BingxListenKeyNotExtendedError,
     BingxListenKeyNotFoundError,
     BingxNetworkError,
     BingxOrderNotFoundError,
@@ -62,6 +67,7 @@ from .models import (
     MarginType,
     OrderBook,
     OrderStatus,
+    OrderType,
     Position,
     PositionHistoryEntry,
     PositionSide,
@@ -106,7 +112,7 @@ from .orders import (
     parse_order_list,
     unwrap_order,
 )
-from .ratelimit import RateLimiter, parse_expire_header
+from .ratelimit import RECOVERY_S, RateLimiter, read_expire_header
 from .signing import compact_json, encode_params, sign_params, truncate_signature
 from .timesync import TimeSync
 
@@ -124,12 +130,36 @@ INTERVAL_MS: dict[str, int] = {
 }
 # Errors after which a write may or may not have been executed by BingX.
 _UNKNOWN_OUTCOME = (BingxNetworkError, BingxServerError, BingxResponseError)
+# Conditional orders: BingX may ignore clientOrderId on them (protocol notes 6.5, UNCONFIRMED).
+CONDITIONAL_ORDER_TYPES = frozenset({
+    OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET, OrderType.STOP, OrderType.TAKE_PROFIT,
+    OrderType.TRIGGER_LIMIT, OrderType.TRIGGER_MARKET, OrderType.TRAILING_STOP_MARKET, OrderType.TRAILING_TP_SL,
+})
+_TWIN_CLOCK_SLACK_MS = 2000
 MAX_KLINE_PAGE = 1000  # the doc says 1440, but >1000 was observed to be capped silently
 SEVEN_DAYS_MS = 7 * 86_400_000
 
 
 def _redact(text: str) -> str:
     return _SIGNATURE_RE.sub("signature=<redacted>", text)
+
+
+def _same(reported: Decimal, sent: Decimal | None) -> bool:
+    """A field BingX echoes matches what we sent (unset on our side matches anything)."""
+    return sent is None or reported == sent
+
+
+def _is_twin(order: Order, req: OrderRequest) -> bool:
+    """Whether ``order`` looks like the one ``req`` would have created (client id aside)."""
+    if order.client_order_id and order.client_order_id != (req.client_order_id or ""):
+        return False  # BingX kept someone else's id on it: another request placed it
+    if (order.type, order.side, order.position_side) != (req.type.value, req.side.value, req.position_side.value):
+        return False
+    if req.close_position:
+        return bool(order.close_position)
+    limit_price_matters = req.type in (OrderType.STOP, OrderType.TAKE_PROFIT, OrderType.TRIGGER_LIMIT)
+    return (_same(order.stop_price, req.stop_price) and _same(order.orig_qty, req.quantity)
+            and (not limit_price_matters or _same(order.price, req.price)))
 
 
 def _interval_ms(interval: str) -> int:
@@ -162,7 +192,8 @@ class BingxRestClient:
         max_retries: int = 3,
         backoff_base_s: float = 0.25,
         backoff_max_s: float = 8.0,
-        rate_limit_default_backoff_s: float = 10.0,
+        rate_limit_default_backoff_s: float = 30.0,
+        max_rate_limit_wait_s: float = 5.0,
         order_lookup_delay_s: float = 1.0,
         contract_ttl_s: float = 3600.0,
         source_key: str | None = None,
@@ -181,6 +212,9 @@ class BingxRestClient:
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._rate_limit_default_backoff_s = rate_limit_default_backoff_s
+        self._max_rate_limit_wait_s = max_rate_limit_wait_s
+        self._last_breach_mono: float | None = None  # when BingX last refused us for rate (monotonic s)
+        self._last_block_s = 0.0
         self._order_lookup_delay_s = order_lookup_delay_s
         self._source_key = source_key
 
@@ -222,7 +256,8 @@ class BingxRestClient:
         attempt = 0
         timestamp_retried = False
         while True:
-            slot = await self.limiter.slot(endpoint.bucket_keys())
+            # A long block (after a 429/418/403) raises at once: the caller decides, nothing waits minutes silently.
+            slot = await self.limiter.slot(endpoint.bucket_keys(), max_block_s=self._max_rate_limit_wait_s)
             try:
                 return await self._send_once(endpoint, params or {})
             except BingxTimestampError:
@@ -233,10 +268,13 @@ class BingxRestClient:
                 await self.time.sync(reason="timestamp error 100421")
                 continue
             except BingxRateLimitError as exc:
-                wait = exc.retry_after_s or self._rate_limit_default_backoff_s
+                wait = self._rate_limit_block_s(exc)
+                exc.retry_after_s = wait
                 reason = f"{exc.code or exc.http_status} on {endpoint.key}"
-                self.limiter.block(endpoint.bucket_keys(), wait, reason=reason)
-                if not endpoint.repeatable or attempt >= self._max_retries:
+                # 418 (IP ban) and 403 (firewall) refuse the whole IP, not one endpoint.
+                whole_ip = exc.http_status in (403, 418)
+                self.limiter.block(None if whole_ip else endpoint.bucket_keys(), wait, reason=reason)
+                if not endpoint.repeatable or attempt >= self._max_retries or wait > self._max_rate_limit_wait_s:
                     raise
                 error: BingxError = exc
             except (BingxNetworkError, BingxServerError) as exc:
@@ -249,6 +287,27 @@ class BingxRestClient:
             delay = self._backoff(attempt)
             log.warning("%s failed (%s); retry %d/%d in %.2f s", endpoint.key, error, attempt, self._max_retries, delay)
             await asyncio.sleep(delay)
+
+    def _rate_limit_block_s(self, exc: BingxRateLimitError) -> float:
+        """How long to pause after a rate-limit answer (protocol notes 8).
+
+        403 (firewall) and 418 (IP ban) pause for the documented 5-minute recovery. A 100410/429
+        uses the expiry header when it was readable, else a default; a breach repeated within
+        5 minutes of the previous one escalates (doubling; straight to 5 minutes without a header),
+        because continuing to send while restricted can turn a 429 into a 418 ban.
+        """
+        now = time.monotonic()
+        repeated = self._last_breach_mono is not None and now - self._last_breach_mono < RECOVERY_S
+        if exc.http_status in (403, 418):
+            wait = max(RECOVERY_S, exc.retry_after_s or 0.0)
+        elif exc.retry_after_s is None:
+            wait = RECOVERY_S if repeated else self._rate_limit_default_backoff_s
+        else:
+            wait = max(exc.retry_after_s, 2 * self._last_block_s) if repeated else exc.retry_after_s
+        wait = min(wait, RECOVERY_S)
+        self._last_breach_mono = now
+        self._last_block_s = wait
+        return wait
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter: uniform(0.5, 1.0) x base x 2^(attempt-1), capped."""
@@ -302,16 +361,24 @@ class BingxRestClient:
                                      endpoint=endpoint.path) from None
         msg = str(body.get("msg", "")) if isinstance(body, dict) else ""
         if status == 429 or status == 418 or code == 100410:
-            retry_after = parse_expire_header(
-                headers.get("X-RateLimit-Requests-Expire"), now_ms=self.time.now_ms(),
-                default_s=300.0 if status == 418 else self._rate_limit_default_backoff_s)
+            # None when the header is missing or tells nothing: _rate_limit_block_s picks the pause.
+            retry_after = read_expire_header(headers.get("X-RateLimit-Requests-Expire"), now_ms=self.time.now_ms())
             raise BingxRateLimitError(msg or f"HTTP {status}: too many requests", code=code, http_status=status,
                                       endpoint=endpoint.path, retry_after_s=retry_after)
-        if code not in (None, 0):
-            raise error_from_code(code, msg, http_status=status, endpoint=endpoint.path)
+        if status == 403 and code in (None, 0):
+            # The firewall refuses the IP, usually for 5 minutes (protocol notes 5 and 8): a block, not bad credentials.
+            raise BingxFirewallBlockError("HTTP 403: BingX refused this IP (firewall block, usually 5 minutes; "
+                                          "or the IP is not allowed for this key)", http_status=403,
+                                          endpoint=endpoint.path)
         if status == 404 and not endpoint.envelope:
             raise BingxListenKeyNotFoundError("listen key not found or expired", http_status=404,
                                               endpoint=endpoint.path)
+        if status == 204 and endpoint is ep.LISTEN_KEY_EXTEND:
+            # Protocol notes 4: 204 on the PUT means "no parameters": the key was NOT extended.
+            raise BingxListenKeyNotExtendedError("HTTP 204 (no parameters): listen key not extended",
+                                                 http_status=204, endpoint=endpoint.path)
+        if code not in (None, 0):
+            raise error_from_code(code, msg, http_status=status, endpoint=endpoint.path)
         if status >= 500:
             raise BingxServerError(f"HTTP {status} from BingX", http_status=status, endpoint=endpoint.path)
         if status in (401, 403):
@@ -573,20 +640,36 @@ class BingxRestClient:
 
         The request carries ``req.client_order_id``. If the outcome is unknown (timeout, network
         error, 5xx, busy code, unreadable answer) or BingX says the id was already used, the order
-        is looked up by client order id and whatever the exchange has is returned. Only a
-        confirmed absence allows one resend with the same id. If the state still cannot be
+        is looked up and whatever the exchange has is returned. For conditional types BingX may
+        ignore the client id (protocol notes 6.5, UNCONFIRMED), so a miss by id is confirmed only
+        after the symbol's open orders show no matching order created since the first send.
+        Only a confirmed absence allows one resend with the same id. If the state still cannot be
         established, :class:`OrderStateUnknownError` is raised: stop opening positions and alert.
+        A 101209 answer ("max position value" or, in an older list, "submitted twice within 1 s")
+        is looked up the same way and re-raised as a rejection when the order is absent.
         """
         prepared = await self.prepare_order(req, reference_price=reference_price)
         cid = prepared.client_order_id or ""
         ctx = {"symbol": prepared.symbol, "client_order_id": cid}
+        first_send_ms = self.time.now_ms()  # server-time estimate: lower bound for a conditional twin's time
         for attempt in (1, 2):
             try:
                 return self._placed(await self._call(ep.PLACE_ORDER, prepared.to_params()), prepared)
+            except BingxInvalidParameterError as exc:
+                if exc.code not in AMBIGUOUS_REJECTION_CODES:
+                    raise
+                log.warning("placement of %s on %s answered %s, which may also mean 'already submitted'; "
+                            "looking it up", cid, prepared.symbol, exc.code, extra=ctx)
+                existing = await self._recover_placed(prepared, first_send_ms, exc)
+                if existing is None:
+                    raise
+                log.warning("order %s exists on the exchange despite %s (status %s); not resending",
+                            cid, exc.code, existing.status, extra=ctx)
+                return existing
             except (*_UNKNOWN_OUTCOME, BingxDuplicateClientOrderIdError) as exc:
                 log.warning("placement of %s on %s has an unknown outcome (%s); looking it up by client order id",
                             cid, prepared.symbol, exc, extra=ctx)
-                existing = await self._lookup_after_unknown(prepared.symbol, cid, exc)
+                existing = await self._recover_placed(prepared, first_send_ms, exc)
                 if existing is not None:
                     log.warning("order %s found on the exchange after an unknown outcome (status %s); not resending",
                                 cid, existing.status, extra=ctx)
@@ -610,6 +693,48 @@ class BingxRestClient:
                  req.side.value, req.type.value, req.quantity,
                  extra={"symbol": req.symbol, "client_order_id": order.client_order_id})
         return order
+
+    async def _recover_placed(self, req: OrderRequest, since_ms: int, cause: BaseException) -> Order | None:
+        """The order ``req`` created on the exchange, or ``None`` only for a confirmed absence.
+
+        Looks up by client order id; for conditional types a miss is checked against the open
+        orders (BingX may have dropped the id). Raises :class:`OrderStateUnknownError` when the
+        state cannot be established.
+        """
+        cid = req.client_order_id or ""
+        found = await self._lookup_after_unknown(req.symbol, cid, cause)
+        if found is None and req.type in CONDITIONAL_ORDER_TYPES:
+            found = await self._find_conditional_twin(req, since_ms, cause)
+        if found is not None and not found.client_order_id:
+            found = dataclasses.replace(found, client_order_id=cid)  # BingX may echo an empty id
+        return found
+
+    async def _find_conditional_twin(self, req: OrderRequest, since_ms: int, cause: BaseException) -> Order | None:
+        """An open order matching conditional ``req`` and created at/after ``since_ms`` (allowing for clock error).
+
+        ``None`` only when the open orders were read and hold no such order; several matches, or
+        an unreadable list, raise :class:`OrderStateUnknownError` (never guess which is ours).
+        """
+        cid = req.client_order_id or ""
+        try:
+            open_now = await self.open_orders(req.symbol)
+        except BingxError as exc:
+            raise OrderStateUnknownError(
+                f"{req.symbol}: conditional order {cid} not found by client id after {cause}, and the open orders "
+                f"could not be read ({exc}); its state is unknown", client_order_id=cid, symbol=req.symbol) from None
+        # The offset estimate is off by at most half a round trip; the exchange stamps on arrival.
+        slack_ms = _TWIN_CLOCK_SLACK_MS + int(self.time.rtt_ms or 0)
+        matches = [o for o in open_now if _is_twin(o, req) and (o.time_ms is None or o.time_ms >= since_ms - slack_ms)]
+        if len(matches) > 1:
+            raise OrderStateUnknownError(
+                f"{req.symbol}: {len(matches)} open orders match conditional order {cid} "
+                f"({', '.join(o.order_id for o in matches)}); cannot tell which one is ours",
+                client_order_id=cid, symbol=req.symbol)
+        if matches:
+            log.warning("conditional order %s not findable by client id; adopting matching open order %s",
+                        cid, matches[0].order_id, extra={"symbol": req.symbol, "client_order_id": cid})
+            return matches[0]
+        return None
 
     async def _lookup_after_unknown(self, symbol: str, client_order_id: str, cause: BaseException) -> Order | None:
         """Find an order by client id after an unknown outcome. ``None`` only for a confirmed absence."""
@@ -637,6 +762,7 @@ class BingxRestClient:
             raise OrderValidationError("client order ids in one batch must be distinct")
         to_send = prepared
         recovered: list[Order] = []
+        first_send_ms = self.time.now_ms()
         for attempt in (1, 2):
             try:
                 data = await self._call(ep.BATCH_ORDERS, {"batchOrders": [p.to_params() for p in to_send]})
@@ -646,7 +772,7 @@ class BingxRestClient:
                 log.warning("batch placement has an unknown outcome (%s); looking up %d orders", exc, len(to_send))
                 absent: list[OrderRequest] = []
                 for p in to_send:
-                    found = await self._lookup_after_unknown(p.symbol, p.client_order_id or "", exc)
+                    found = await self._recover_placed(p, first_send_ms, exc)
                     if found is None:
                         absent.append(p)
                     else:
@@ -745,7 +871,12 @@ class BingxRestClient:
         return key
 
     async def extend_listen_key(self, listen_key: str) -> None:
-        """Extend ``listen_key`` to 60 min from now; raises :class:`BingxListenKeyNotFoundError` if expired."""
+        """Extend ``listen_key`` to 60 min from now.
+
+        Raises :class:`BingxListenKeyNotFoundError` if expired (404), and its subclass
+        :class:`BingxListenKeyNotExtendedError` on a 204 ("no parameters": not extended); either
+        way the caller should create a new key.
+        """
         await self._call(ep.LISTEN_KEY_EXTEND, {"listenKey": listen_key})
 
     async def delete_listen_key(self, listen_key: str) -> None:
