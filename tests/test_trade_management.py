@@ -211,3 +211,14 @@ def test_bad_quantities_and_plans_are_refused() -> None:
         TradeManager(plan, Decimal(0), qty_step=STEP, min_qty=STEP)
     with pytest.raises(ValueError):
         TradePlan.from_entry(Side.LONG, 100.0, 0.0, 3.0, 12.0, DEFAULT)
+
+
+def test_a_close_that_did_not_execute_is_managed_again_after_reopen() -> None:
+    m = long_manager()
+    assert m.close(101.0) is not None and m.closed and m.remaining == 0
+    assert m.on_range(96.0, 101.0) == []  # closed: the stop no longer fires
+    m.reopen(Decimal("10"))  # the exchange never executed the close: the position is still held
+    assert not m.closed and m.remaining == Decimal("10")
+    assert exits(m.on_range(96.0, 101.0)) == [("stop", Decimal("10"), 97.0)]  # managed again: the stop closes it
+    with pytest.raises(ValueError):
+        long_manager().reopen(Decimal("0"))

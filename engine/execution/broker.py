@@ -17,17 +17,22 @@ orders on a :class:`~engine.execution.venue.Venue` and reports the fills back th
   unprotected moment);
 * partial exits: MARKET orders on the closing side of the hedge position; afterwards stop and
   target are resized to the remaining quantity (again place-then-cancel);
-* trailing: the stop is replaced (place-then-cancel); a rejected stop closes the trade at market
-  and raises an alert;
+* trailing: the stop is replaced (place-then-cancel). A replacement refused for now (rate limit,
+  clock) keeps the old stop and is tried again on a timer; one refused for good while the old stop
+  works is placed cancel-then-place instead (BingX may cap pending stops at the position size).
+  Only a position left with no stop at all (refused for good, or still refused after a few timed
+  tries) is closed at market, with an alert;
 * stop / target: they live on the exchange. When the exchange fills one, the trade is closed
   from that fill (the engine's trade manager is told). When the engine sees a stop or target
   traded first, the broker waits ``exit_grace_s`` for the exchange's fill and closes at market
   only if the position is still there;
 * an order whose placement outcome is unknown (no answer, "duplicate client order id", an
   unclassified code, an unexpected error in the placing call) is never resent from here: entries
-  halt, an alert goes out, and the order tracker resolves it by lookup;
-* a rejected partial exit or close leaves the position open under its stop: entries halt, an
-  alert goes out, and the close can be tried again (``close_trade``);
+  halt, an alert goes out, and the order tracker resolves it by lookup (a stop/target stays routed
+  to its trade meanwhile: found working it becomes the protection, found absent it is placed again);
+* a partial exit or close that is rejected, or ends without any fill, leaves the position open
+  under its stop: entries halt, an alert goes out, the trade is OPEN and managed again, and the
+  close can be tried again (``close_trade``);
 * a trade already CLOSED in the database (reconciliation booked it through
   :meth:`ExecutionBroker.book_reconciled_close`) is never booked or reported twice.
 
@@ -70,6 +75,7 @@ from engine.execution.trade_ctx import (
     TradeRequest,
     TradeView,
     dataclass_replace,
+    epoch_ms,
     round_to_tick,
 )
 from engine.execution.venue import ExecMode, OrderSpec, PlacementRejected, PlacementUnknown, Venue, VenueUpdate
@@ -82,6 +88,11 @@ from strategies.generator import SignalRecord
 logger = logging.getLogger(__name__)
 
 PROTECTIVE_TYPES = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
+# BingX 110411-110414: a stop/take-profit on the wrong side of the price. Refused for its price, not its quantity:
+# cancelling the working order first (the quantity-cap fallback of ``_renew``) would not help
+PRICE_SIDE_CODES = frozenset({110411, 110412, 110413, 110414})
+PROTECT_ATTEMPTS = 3  # placements of a stop with none working, when the exchange refuses it for now (rate limit, clock)
+PROTECT_LATER_TRIES = 8  # timed retries of a refused replacement while the previous stop/target still works
 
 
 class SymbolBroker:
@@ -122,6 +133,7 @@ class ExecutionBroker:
         on_alert: AlertHook | None = None,
         exit_grace_s: float = 5.0,
         settle_timeout_s: float = 10.0,
+        protect_retry_s: float = 2.0,
     ) -> None:
         self.venue = venue
         self.mode = venue.mode.value
@@ -131,6 +143,7 @@ class ExecutionBroker:
         self.on_alert = on_alert
         self.exit_grace_s = exit_grace_s
         self.settle_timeout_s = settle_timeout_s
+        self.protect_retry_s = protect_retry_s  # first wait before a refused stop/target placement is tried again
         self.orders = OrderStore(self.mode)
         self.trades = TradeStore(self.mode)
         self.engines: dict[str, SymbolEngine] = {}
@@ -558,13 +571,17 @@ class ExecutionBroker:
             await self.venue.prepare_symbol(symbol, self.leverage)
             self._prepared.add(symbol)
 
-    async def _send(self, order: Order, spec: OrderSpec, ctx: TradeCtx) -> VenueUpdate | None:
-        """Place a stored order. Returns the venue's answer, or None when refused / unknown (handled here)."""
+    async def _send(self, order: Order, spec: OrderSpec, ctx: TradeCtx, *, raise_rejected: bool = False) -> VenueUpdate | None:
+        """Place a stored order. Returns the venue's answer, or None when refused / unknown (handled here).
+
+        ``raise_rejected``: a refusal is stored (REJECTED) and re-raised for the caller to handle.
+        """
         if order.status is not OrderStatus.SENT:  # create(sent=True) stored it as SENT in the same commit
             await self.orders.set_status(order, OrderStatus.SENT, "placement")
-        return await self._send_stored(lambda: order, spec, ctx)
+        return await self._send_stored(lambda: order, spec, ctx, raise_rejected=raise_rejected)
 
-    async def _send_stored(self, stored_order: Callable[[], Order], spec: OrderSpec, ctx: TradeCtx) -> VenueUpdate | None:
+    async def _send_stored(self, stored_order: Callable[[], Order], spec: OrderSpec, ctx: TradeCtx, *,
+                           raise_rejected: bool = False) -> VenueUpdate | None:
         """Place an order already stored as SENT; ``stored_order()`` gives its row, which only the outcome needs."""
         self._placing.add(spec.client_order_id)
         try:
@@ -572,8 +589,11 @@ class ExecutionBroker:
         except PlacementRejected as exc:
             order = stored_order()
             await self.orders.set_status(order, OrderStatus.REJECTED, "placement", error=exc.reason)
-            logger.warning("[%s] order %s rejected: %s", self.mode.upper(), spec.client_order_id, exc.reason,
+            logger.warning("[%s] order %s rejected%s: %s", self.mode.upper(), spec.client_order_id,
+                           " (transient)" if exc.transient else "", exc.reason,
                            extra=self._log_extra(ctx, client_order_id=spec.client_order_id))
+            if raise_rejected:
+                raise
             await self._rejected(ctx, order, exc.reason, code=exc.code)
             return None
         except PlacementUnknown as exc:
@@ -609,26 +629,36 @@ class ExecutionBroker:
             return
         if role == "entry":
             await self._entry_failed(ctx, f"rejected by the exchange: {reason}", alert_type="error")
-        elif role == "stop":
-            await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange rejected the stop ({reason}); closing at market",
-                              {"trade_id": ctx.trade_id})
-            await self._emergency_close(ctx, "stop rejected")
-        elif role == "target":
-            await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange rejected the take-profit ({reason}); "
-                              "the engine closes at the target instead", {"trade_id": ctx.trade_id})
         elif role == "exit":
-            # a refused partial/close leaves the position open: keep the stop working (nothing is cancelled
-            # here), forget the intent so a later close can be tried, stop opening new positions, tell a human
-            intent = ctx.exit_intents.pop(order.id, None)
-            self._route.pop(order.id, None)
-            label = intent.label if intent is not None else order.intent.value
-            if intent is not None and intent.closes_position and ctx.db_trade is not None and not ctx.exit_intents:
-                await self.trades.reopen(ctx.db_trade)
-            self.halt(f"exit {order.client_order_id} on {ctx.symbol} rejected by the exchange")
-            protection = "under its stop" if ctx.stop is not None else "WITHOUT A STOP on the exchange"
-            await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange rejected the {label} exit ({reason}); the "
-                              f"position stays open ({ctx.open_qty}) {protection}; entries halted, close it again or by hand",
-                              {"trade_id": ctx.trade_id, "client_order_id": order.client_order_id})
+            await self._exit_not_executed(ctx, order, f"the exchange rejected the {{label}} exit ({reason})")
+
+    async def _exit_not_executed(self, ctx: TradeCtx, order: Order, what: str, halt_note: str = "") -> None:
+        """A partial exit, close or emergency close that will never fill (refused, or ended without a fill).
+
+        The position is still held: keep the stop working (nothing is cancelled here), forget the intent so a
+        later close can be tried (``close_trade``), put a closing trade back to OPEN, stop opening new positions,
+        tell a human. ``what`` describes the failure (``{label}`` is replaced by the exit's label).
+        """
+        intent = ctx.exit_intents.pop(order.id, None)
+        self._route.pop(order.id, None)
+        self._awaiting.discard(order.id)
+        label = intent.label if intent is not None else order.intent.value
+        if intent is not None and intent.closes_position and ctx.db_trade is not None and not ctx.exit_intents:
+            await self.trades.reopen(ctx.db_trade)
+        manager = ctx.position.manager
+        if (manager is not None and not ctx.exit_intents and ctx.open_qty > 0
+                and order.intent is not OrderIntent.EMERGENCY_CLOSE):
+            # the exit decision (engine, chat, shutdown) took its quantity off the manager and a close closed it; the
+            # position is still held, so the engine manages all of it again (trailing, partials, target) until an
+            # exit goes through. Not after a failed emergency close: that one took the trade away from the engine
+            manager.reopen(ctx.open_qty)
+        # the wording "exit <cid> on <symbol> rejected by the exchange" is what chat-ops' /resume looks for
+        self.halt(f"exit {order.client_order_id} on {ctx.symbol} rejected by the exchange{halt_note}")
+        protection = "under its stop" if ctx.stop is not None else "WITHOUT A STOP on the exchange"
+        failure = what.replace("{label}", label)
+        await self._alert("error", f"{ctx.symbol} {ctx.strategy}: {failure}; the position stays open "
+                          f"({ctx.open_qty}) {protection}; entries halted, close it again or by hand",
+                          {"trade_id": ctx.trade_id, "client_order_id": order.client_order_id})
 
     async def _closed_on_exchange(self, ctx: TradeCtx, order: Order, role: str, reason: str) -> bool:
         """A closing order found no position: did the exchange's own stop or target close the trade first?
@@ -726,6 +756,8 @@ class ExecutionBroker:
         if fills:
             ctx.fills.setdefault(order.id, []).extend(fills)
         if order.status not in FINAL_STATUSES:
+            if order.id in ctx.unresolved and order.exchange_order_id:
+                await self._unresolved_found(ctx, order, role)
             return
         if role == "entry":
             if ctx.position.state is PositionState.PENDING and not ctx.failed:
@@ -735,8 +767,20 @@ class ExecutionBroker:
                     await self._entry_failed(ctx, f"entry order {order.status.value}", alert_type="error")
             return
         self._route.pop(order.id, None)
+        unresolved = ctx.unresolved.pop(order.id, None) is not None
         if order.filled_qty > 0:
             await self._exit_filled(ctx, order, role)
+        elif role == "exit":
+            await self._exit_ended_unfilled(ctx, order)
+        elif unresolved:
+            if not ctx.closed and order.id not in self._cancelled_by_us:
+                # the placement whose outcome was unknown never took (confirmed absent): the protection it was
+                # meant to give is still owed
+                if (ctx.stop if role == "stop" else ctx.target) is None:
+                    await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the {role} {order.client_order_id} whose "
+                                      f"placement had no answer is not on the exchange ({order.status.value}); placing it "
+                                      "again", {"trade_id": ctx.trade_id})
+                await self._protect(ctx)
         elif role in ("stop", "target") and order.id not in self._cancelled_by_us and not ctx.closed:
             current = ctx.stop if role == "stop" else ctx.target
             if current is not None and current.order_id == order.id:
@@ -776,6 +820,41 @@ class ExecutionBroker:
             if update is not None:
                 await self._apply(await Order.get(id=protective.order_id), dataclass_replace(update, source="lookup"))
 
+    async def _exit_ended_unfilled(self, ctx: TradeCtx, order: Order) -> None:
+        """A market exit ended with nothing executed (e.g. an unknown placement the lookup found absent: EXPIRED)."""
+        if ctx.closed:
+            ctx.exit_intents.pop(order.id, None)
+            return
+        try:
+            await self._lookup_sibling(ctx, order.id)  # the exchange's own stop/target may have closed it meanwhile
+        except Exception as exc:  # cannot tell: the exit is still unexecuted, so the trade must stay closable
+            logger.warning("[%s] looking up the stop/target of %s failed: %s", self.mode.upper(), ctx.trade_id, exc,
+                           extra=self._log_extra(ctx))
+        if ctx.closed:
+            ctx.exit_intents.pop(order.id, None)
+            return
+        await self._exit_not_executed(ctx, order, f"the {{label}} exit {order.client_order_id} ended {order.status.value} "
+                                      "without a fill", halt_note=f" ({order.status.value}, no fill)")
+
+    async def _unresolved_found(self, ctx: TradeCtx, order: Order, role: str) -> None:
+        """A stop/target whose placement had no answer turned out to be working: it is the trade's protection."""
+        ctx.unresolved.pop(order.id, None)
+        if ctx.closed:  # the trade ended meanwhile: a close-only order has nothing left to protect
+            self._cancelled_by_us.add(order.id)
+            await self._cancel(ctx, Protective(order.id, order.exchange_order_id or "", dec(order.stop_price or 0), order.quantity))
+            return
+        found = Protective(order.id, order.exchange_order_id or "", dec(order.stop_price or 0), order.quantity)
+        current = ctx.stop if role == "stop" else ctx.target
+        if role == "stop":
+            ctx.stop = found
+        else:
+            ctx.target = found
+        logger.warning("[%s] %s %s (placement unanswered) found working: adopted as the trade's %s", self.mode.upper(), role,
+                       order.client_order_id, role, extra=self._log_extra(ctx, client_order_id=order.client_order_id))
+        if current is not None and current.order_id != order.id:
+            await self._cancel(ctx, current)  # place-then-cancel, completed late
+        await self._protect(ctx)  # the plan or the quantity may have moved while it was unresolved
+
     async def _entry_filled(self, ctx: TradeCtx, order: Order) -> None:
         fills = ctx.fills.pop(order.id, [])
         fee = sum((f.fee for f in fills), ZERO)
@@ -793,7 +872,11 @@ class ExecutionBroker:
         await self._alert("entry", f"{ctx.symbol} {ctx.strategy} {ctx.side} opened: {order.filled_qty} @ {order.avg_price}, "
                           f"stop {round_to_tick(plan.stop, self.venue.price_tick(ctx.symbol))}, "
                           f"target {round_to_tick(plan.target, self.venue.price_tick(ctx.symbol))}", {"trade_id": ctx.trade_id})
-        await self._discover_attached(ctx)
+        try:
+            await self._discover_attached(ctx)
+        except Exception as exc:  # only a look-up: whatever it missed, _protect places (a duplicate is cancelled on report)
+            logger.warning("[%s] looking for the attached stop/target of %s failed: %s", self.mode.upper(), ctx.trade_id, exc,
+                           extra=self._log_extra(ctx))
         await self._protect(ctx)
         if ctx.symbol in self._funding.unheld:  # a payment settled while this entry was filled but not booked yet
             await self._funding.sync(ctx.symbol)
@@ -828,29 +911,125 @@ class ExecutionBroker:
         if ctx.closed or ctx.open_qty <= 0 or ctx.stop_level is None:
             return
         tick = self.venue.price_tick(ctx.symbol)
-        want_stop = round_to_tick(ctx.stop_level, tick)
-        current = ctx.stop
-        if current is None or current.price != want_stop or current.qty != ctx.open_qty:
-            placed = await self._place_protective(ctx, "stop", want_stop)
-            if placed is None:
-                return  # rejected: the trade is being closed at market
-            ctx.stop = placed
-            if current is not None:
-                await self._cancel(ctx, current)
+        if not await self._renew(ctx, "stop", round_to_tick(ctx.stop_level, tick)):
+            return  # the stop could not be placed: the trade is being closed at market (or was closed meanwhile)
         if ctx.closed or ctx.target_level is None:
             return
-        want_target = round_to_tick(ctx.target_level, tick)
-        current = ctx.target
-        if current is None or current.price != want_target or current.qty != ctx.open_qty:
-            placed = await self._place_protective(ctx, "target", want_target)
-            if placed is not None:
-                ctx.target = placed
-                if current is not None:
-                    await self._cancel(ctx, current)
+        await self._renew(ctx, "target", round_to_tick(ctx.target_level, tick))
+        if ctx.closed:
+            return
         if ctx.db_trade is not None:
             await self.trades.set_management(ctx.db_trade, self._management(ctx))
 
+    async def _renew(self, ctx: TradeCtx, role: str, price: Decimal) -> bool:
+        """Put the trade's ``role`` order ("stop"/"target") at ``price`` for the open quantity; False when the trade is
+        being closed instead (or was closed meanwhile).
+
+        Place the new order, then cancel the old one (never an unprotected moment). When the exchange refuses
+        the new one:
+
+        * the old one still works and the refusal is transient (rate limit, clock): keep the old one, alert, and
+          try again shortly (:meth:`_retry_protect_later`); never close a trade over a busy API;
+        * the old one still works and the refusal is definite: BingX may cap the pending stop quantity at the
+          position size (protocol 6.2, UNCONFIRMED whether at placement), which refuses every place-then-cancel;
+          so cancel the old one, then place the new one;
+        * nothing works: a transient refusal of a stop is tried again a few times (``PROTECT_ATTEMPTS``, on a
+          timer, as the venue's pause allows); past that, or on a definite refusal, the position is closed at
+          market. A refused target is left to the engine (it closes at the target itself).
+        """
+        while True:
+            if ctx.closed:
+                return False
+            current = ctx.stop if role == "stop" else ctx.target
+            if current is not None and current.price == price and current.qty == ctx.open_qty:
+                return True
+            try:
+                placed = await self._place_protective(ctx, role, price)
+            except PlacementRejected as exc:
+                if exc.code in NO_POSITION_CODES:
+                    await self._lookup_sibling(ctx, -1)  # the exchange's own stop/target may have just closed it
+                    if ctx.closed:
+                        logger.warning("[%s] %s of %s not needed: the exchange already closed the position (%s)",
+                                       self.mode.upper(), role, ctx.trade_id, exc.reason, extra=self._log_extra(ctx))
+                        return False
+                if current is not None and exc.transient:
+                    await self._retry_protect_later(ctx, role, exc, PROTECT_LATER_TRIES)
+                    return True
+                if current is not None and exc.code not in PRICE_SIDE_CODES:
+                    logger.warning("[%s] replacement %s of %s refused (%s): cancelling the old one first, then placing it",
+                                   self.mode.upper(), role, ctx.trade_id, exc.reason, extra=self._log_extra(ctx))
+                    await self._cancel(ctx, current)
+                    if role == "stop":
+                        ctx.stop = None
+                    else:
+                        ctx.target = None
+                    continue
+                if role == "stop" and exc.transient and await self._retry_protect_later(ctx, role, exc, PROTECT_ATTEMPTS - 1):
+                    return False  # no stop yet: the target waits for the retry too
+                if role == "target":
+                    await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange rejected the take-profit "
+                                      f"({exc.reason}); the engine closes at the target instead", {"trade_id": ctx.trade_id})
+                    return True
+                await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange rejected the stop ({exc.reason}); "
+                                  "closing at market", {"trade_id": ctx.trade_id})
+                await self._emergency_close(ctx, "stop rejected")
+                return False
+            if placed is None:
+                return True  # outcome unknown: entries halted; the tracker's lookup settles it (see _apply)
+            ctx.protect_retries = 0
+            if role == "stop":
+                ctx.stop = placed
+            else:
+                ctx.target = placed
+            if current is not None:
+                await self._cancel(ctx, current)
+            return True
+
+    async def _retry_protect_later(self, ctx: TradeCtx, role: str, exc: PlacementRejected, limit: int) -> bool:
+        """The exchange refused a stop/target for now (rate limit, clock): try ``_protect`` again on a timer.
+
+        ``limit``: how many timed retries this trade may have in a row (reset by a successful placement); False
+        once they are used up (the caller decides what then). One retry is pending at a time.
+        """
+        if ctx.protect_retry_pending:
+            return True
+        protected = (ctx.stop if role == "stop" else ctx.target) is not None
+        state = "the previous one stays working" if protected else "the position has NO STOP on the exchange"
+        if ctx.protect_retries >= limit:
+            ctx.protect_retries = 0
+            if protected:
+                await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the {role} could not be updated ({exc.reason}) "
+                                  f"after {limit} tries; {state} until the next management step", {"trade_id": ctx.trade_id})
+            return False
+        # wait as long as the venue says it is paused (bounded), backing off while it keeps refusing
+        delay = min(60.0, max(self.protect_retry_s * 2 ** ctx.protect_retries, exc.retry_after_s or 0.0))
+        if ctx.protect_retries == 0 or not protected:
+            await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange refused the new {role} for now "
+                              f"({exc.reason}); {state}; trying again in {delay:.0f} s", {"trade_id": ctx.trade_id})
+        ctx.protect_retries += 1
+        ctx.protect_retry_pending = True
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+
+            async def again() -> None:
+                ctx.protect_retry_pending = False
+                await self._protect(ctx)
+
+            self._enqueue(f"protect {ctx.trade_id} (retry)", again)
+
+        timer = asyncio.create_task(later(), name=f"protect-retry-{ctx.trade_id}")
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+        return True
+
     async def _place_protective(self, ctx: TradeCtx, role: str, price: Decimal) -> Protective | None:
+        """Place the trade's stop or target at ``price`` for the open quantity.
+
+        Returns the working order, or None when the outcome is unknown: the order then stays routed to the trade
+        as unresolved, so the tracker's lookup reaches it (found: adopted; confirmed absent: placed again).
+        Raises :class:`PlacementRejected` (its row stored REJECTED) for the caller to decide.
+        """
         is_stop = role == "stop"
         spec = OrderSpec(
             symbol=ctx.symbol, side=ctx.closing_side, position_side=ctx.side,
@@ -860,9 +1039,13 @@ class ExecutionBroker:
         order = await self.orders.create(spec, OrderIntent.STOP_LOSS if is_stop else OrderIntent.TAKE_PROFIT,
                                          ctx.db_trade.id if ctx.db_trade else None, sent=True)
         self._route[order.id] = (ctx, role)
-        update = await self._send(order, spec, ctx)
-        if update is None:
+        try:
+            update = await self._send(order, spec, ctx, raise_rejected=True)
+        except PlacementRejected:
             self._route.pop(order.id, None)
+            raise
+        if update is None:
+            ctx.unresolved[order.id] = role
             return None
         await self.orders.apply(order, update, derive_fills=False)
         logger.info("[%s] %s %s placed at %s for %s", self.mode.upper(), role, spec.client_order_id, price, ctx.open_qty,
@@ -974,8 +1157,15 @@ class ExecutionBroker:
                 await self._forget_closed(ctx, order, role)
                 return
         qty = order.filled_qty
+        if sum((f.qty for f in fills), ZERO) < qty:
+            # some executions were recorded before this report (reconciliation or a poll marked the order FILLED
+            # first): book the exit from the order's stored fills, and the venue's totals for what none covers,
+            # so it carries the real fee and time (not 0 and 1970)
+            fills = await self._recovery.order_fills(ctx, order, f"trade {ctx.trade_id}")
         fee = sum((f.fee for f in fills), ZERO)
         time_ms = max((f.time_ms for f in fills), default=0)
+        if time_ms <= 0:  # no execution time known (fills booked from totals without one): the venue's, never 1970
+            time_ms = await self._venue_time(ctx, order)
         assert order.avg_price is not None
         manager = ctx.position.manager
         assert manager is not None
@@ -1016,6 +1206,19 @@ class ExecutionBroker:
                               {"trade_id": ctx.trade_id})
             await self._protect(ctx)
         await self._refresh_wallet()
+
+    async def _venue_time(self, ctx: TradeCtx, order: Order) -> int:
+        """The venue's last update time of ``order`` (epoch ms); the row's own last update when it cannot be read."""
+        try:
+            update = await self.venue.query(ctx.symbol, exchange_order_id=order.exchange_order_id,
+                                            client_order_id=None if order.exchange_order_id else order.client_order_id)
+        except Exception as exc:
+            logger.warning("[%s] time lookup of %s failed: %s", self.mode.upper(), order.client_order_id, exc,
+                           extra=self._log_extra(ctx, client_order_id=order.client_order_id))
+            update = None
+        if update is not None and update.time_ms:
+            return update.time_ms
+        return epoch_ms(order.updated_at) if order.updated_at is not None else 0
 
     async def _forget_closed(self, ctx: TradeCtx, order: Order, role: str) -> None:
         """The trade was closed in the database by someone else: drop it from memory without booking anything."""
@@ -1084,7 +1287,7 @@ class ExecutionBroker:
                 ctx.exit_intents[order.id] = ExitIntent(ExitKind.CLOSE, order.filled_qty, float(order.avg_price or 0),
                                                         "reconcile", order.filled_qty >= ctx.open_qty)
             self._awaiting.discard(order.id)
-            fills = await self._recovery.entry_fills_at_restart(ctx, order, label)
+            fills = await self._recovery.order_fills(ctx, order, label)
             ctx.fills[order.id] = fills + [f for f in ctx.fills.get(order.id, []) if f not in fills]
             await self._exit_filled(ctx, order, role)
         return True

@@ -24,7 +24,9 @@ from engine.exchange.bingx.errors import (
     BingxError,
     BingxNetworkError,
     BingxOrderNotFoundError,
+    BingxRateLimitError,
     BingxServerError,
+    BingxTimestampError,
     BingxDuplicateClientOrderIdError,
     BingxUnknownError,
     OrderStateUnknownError,
@@ -78,7 +80,7 @@ class LiveVenue:
 
     def __init__(self, rest: BingxRestClient, *, quote_asset: str | None = None) -> None:
         self.rest = rest
-        self.quote_asset = quote_asset  # USDT on production, VST on the demo host; None: the first non-zero
+        self.quote_asset = quote_asset  # USDT on production, VST on the demo host; None: USDT
         self.ticks: dict[str, Decimal] = {}
         self._callback: UpdateCallback | None = None
         self._hedge_checked = False
@@ -115,24 +117,28 @@ class LiveVenue:
         logger.info("[LIVE] %s: hedge mode, leverage %dx on both sides", symbol, leverage, extra={"mode": "live", "symbol": symbol})
 
     async def wallet_balance(self) -> Decimal:
-        """The futures wallet balance of the quote asset."""
-        balances = await self.rest.balance()
-        balance = self._quote_balance(balances) if self.quote_asset is not None else _funded(balances, None)
+        """The futures wallet balance of the quote asset (USDT; VST on the demo host)."""
+        balance = self._margin_balance(await self.rest.balance())
         return balance.balance if balance is not None else ZERO
 
     async def available_margin(self) -> Decimal:
         """The margin asset's available margin (USDT, or VST on the demo account); raises when there is none."""
-        balances = await self.rest.balance()
-        balance = self._quote_balance(balances)
-        if balance is None:
-            balance = _funded(balances, ("USDT", "USDC"))
+        balance = self._margin_balance(await self.rest.balance())
         if balance is None:
             raise LookupError("no margin asset in the balance")
         return balance.available_margin
 
-    def _quote_balance(self, balances: list[Balance]) -> Balance | None:
-        """The configured quote asset's balance (None when none is configured or the exchange lists none)."""
-        return next((b for b in balances if self.quote_asset is not None and b.asset == self.quote_asset), None)
+    def _margin_balance(self, balances: list[Balance]) -> Balance | None:
+        """The balance the bot trades with: the configured quote asset's, else USDT's, else the only funded one.
+
+        The fallback is for an account whose listing genuinely lacks the configured asset; it never picks
+        another asset over USDT because of its place in the list (a v3 listing may put USDC first).
+        """
+        for wanted in (self.quote_asset, "USDT"):
+            match = next((b for b in balances if wanted is not None and b.asset == wanted), None)
+            if match is not None:
+                return match
+        return _funded(balances)
 
     async def position_qty(self, symbol: str, position_side: str) -> Decimal:
         """Size of the hedge position on BingX."""
@@ -172,6 +178,11 @@ class LiveVenue:
         except (BingxNetworkError, BingxServerError) as exc:
             # place_order resolves these by lookup; reaching here means the lookup itself failed
             raise PlacementUnknown(str(exc)) from None
+        except (BingxRateLimitError, BingxTimestampError) as exc:
+            # refused before it was considered (too many requests, clock outside recvWindow): the order does not
+            # exist, but the same order may be accepted shortly; the broker must not treat it as a verdict on it
+            retry_after = exc.retry_after_s if isinstance(exc, BingxRateLimitError) else None
+            raise PlacementRejected(str(exc), code=exc.code, transient=True, retry_after_s=retry_after) from None
         except BingxError as exc:
             raise PlacementRejected(str(exc), code=exc.code) from None
         update = update_from_order(order, "placement")
@@ -230,6 +241,9 @@ def _fields(update: VenueUpdate) -> dict[str, object]:
     return {name: getattr(update, name) for name in update.__dataclass_fields__}
 
 
-def _funded(balances: list[Balance], assets: tuple[str, ...] | None) -> Balance | None:
-    """No quote asset configured (production): the first of ``assets`` (any when None) with money in it, or the only one."""
-    return next((b for b in balances if (assets is None or b.asset in assets) and (b.balance != 0 or len(balances) == 1)), None)
+def _funded(balances: list[Balance]) -> Balance | None:
+    """Neither the configured asset nor USDT is listed: the only asset, or the only one with money in it (else None)."""
+    if len(balances) == 1:
+        return balances[0]
+    funded = [b for b in balances if b.balance != 0]
+    return funded[0] if len(funded) == 1 else None

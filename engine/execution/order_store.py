@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -126,6 +127,18 @@ class OrderStore:
         async with in_transaction():
             await order.save(update_fields=["status", "error", "updated_at"])
             await OrderEvent.create(order=order, status=status, source=source, detail=detail or ({"error": error[:200]} if error else {}))
+
+    async def mark_unknown_if_unanswered(self, order: Order, source: str, *, error: str) -> bool:
+        """UNKNOWN, but only if the row is still CREATED/SENT in the database (a conditional update, so a status
+        written meanwhile by the placing call is never overwritten); True when it was changed. ``order`` is
+        refreshed either way."""
+        async with in_transaction():
+            changed = await Order.filter(id=order.id, status__in=[OrderStatus.CREATED, OrderStatus.SENT]).update(
+                status=OrderStatus.UNKNOWN, error=error[:255], updated_at=datetime.now(timezone.utc))
+            if changed:
+                await OrderEvent.create(order_id=order.id, status=OrderStatus.UNKNOWN, source=source, detail={"error": error[:200]})
+        await order.refresh_from_db()
+        return bool(changed)
 
     async def find(self, *, client_order_id: str | None = None, exchange_order_id: str | None = None) -> Order | None:
         """The order with this client id (preferred) or exchange id, in this mode."""

@@ -8,9 +8,11 @@
   about for ``fill_grace_s`` (the stream's own fills are on their way otherwise).
 * Orders in state UNKNOWN are looked up by client order id on every pass; a confirmed absence
   ends them (EXPIRED, source ``lookup``) - they are never resent from here.
-* An order still CREATED/SENT after ``stale_sent_s`` (60 s: longer than any placing call with its
-  lookup and single resend) lost its placing call: it becomes UNKNOWN (``on_unknown`` halts entries
-  and alerts) and is looked up like one.
+* An order still CREATED/SENT after ``stale_sent_s`` (60 s: longer than a placing call normally
+  lives) lost its placing call: it becomes UNKNOWN (``on_unknown`` halts entries and alerts) and is
+  looked up like one. Never one whose placing call is still running (``in_flight``, the broker's
+  ``placements_in_flight``): a slow call may still resend and fill it, so a lookup miss proves nothing.
+* Status changes are decided on the row as it is now (re-read), never on the copy the pass started with.
 """
 
 from __future__ import annotations
@@ -61,9 +63,11 @@ class OrderTracker:
 
     def __init__(self, venue: LiveVenue, *, fast_poll_s: float = 2.0, slow_poll_s: float = 30.0, fill_grace_s: float = 3.0,
                  on_funding: Any = None, stale_sent_s: float = 60.0,
-                 on_unknown: Callable[[Order], Awaitable[None]] | None = None) -> None:
+                 on_unknown: Callable[[Order], Awaitable[None]] | None = None,
+                 in_flight: Callable[[], frozenset[str]] | None = None) -> None:
         """``stale_sent_s``: age after which an order still CREATED/SENT is treated as UNKNOWN (no placing call
-        lives that long); ``on_unknown`` is told about each such order (the broker halts entries and alerts)."""
+        lives that long); ``on_unknown`` is told about each such order (the broker halts entries and alerts);
+        ``in_flight``: the client order ids whose placing call is still running (left alone until it returns)."""
         self.venue = venue
         self.store = OrderStore("live")
         self.fast_poll_s = fast_poll_s
@@ -72,6 +76,7 @@ class OrderTracker:
         self.on_funding = on_funding
         self.stale_sent_s = stale_sent_s
         self.on_unknown = on_unknown
+        self.in_flight = in_flight
         self.stream_connected = False
         self.polls = 0
         self._wake = asyncio.Event()
@@ -137,11 +142,14 @@ class OrderTracker:
         count = 0
         for order in await self.store.working():
             quiet = (now - order.updated_at).total_seconds() if order.updated_at else 1e9
+            if self._placing(order):
+                continue  # its placing call is still running: it owns the order (and looks it up if unanswered)
             if order.status in (OrderStatus.CREATED, OrderStatus.SENT):
                 if quiet < self.stale_sent_s:
                     continue  # its placement is in flight: the placing call owns it (and looks it up if unanswered)
-                # no placing call lives that long (timeout, lookup, one resend): it died without an answer
-                await self._stale_placement(order)
+                # no placing call is running for it and none lives that long: it died without an answer
+                if not await self._stale_placement(order):
+                    continue
                 count += 1
                 await self._poll(order)
                 continue
@@ -151,14 +159,23 @@ class OrderTracker:
             await self._poll(order)
         return count
 
-    async def _stale_placement(self, order: Order) -> None:
-        """A placement left SENT/CREATED: its outcome is unknown from now on (halt, look it up)."""
+    def _placing(self, order: Order) -> bool:
+        """Whether the broker's placing call for ``order`` is still running."""
+        return self.in_flight is not None and order.client_order_id in self.in_flight()
+
+    async def _stale_placement(self, order: Order) -> bool:
+        """A placement left SENT/CREATED: its outcome is unknown from now on (halt, look it up).
+
+        False (nothing changed) when the row moved on meanwhile: the placing call answered after the pass read it.
+        """
+        if not await self.store.mark_unknown_if_unanswered(order, "poll", error="placement never answered"):
+            return False
         logger.error("[LIVE] order %s has been %s for over %.0f s: outcome unknown, looking it up", order.client_order_id,
                      order.status.value, self.stale_sent_s,
                      extra={**_EXTRA, "symbol": order.symbol, "client_order_id": order.client_order_id})
-        await self.store.set_status(order, OrderStatus.UNKNOWN, "poll", error="placement never answered")
         if self.on_unknown is not None:
             await self.on_unknown(order)
+        return True
 
     async def _poll(self, order: Order) -> None:
         by_client_id = order.exchange_order_id is None and not order.client_order_id.startswith(ATTACHED_PREFIX)
@@ -170,7 +187,8 @@ class OrderTracker:
                            extra={**_EXTRA, "symbol": order.symbol, "client_order_id": order.client_order_id})
             return
         if update is None:
-            if order.status is OrderStatus.UNKNOWN:
+            await order.refresh_from_db()  # the pass's copy may be stale: only a row still UNKNOWN is ended here
+            if order.status is OrderStatus.UNKNOWN and not self._placing(order):
                 logger.warning("[LIVE] order %s confirmed absent on the exchange", order.client_order_id,
                                extra={**_EXTRA, "symbol": order.symbol, "client_order_id": order.client_order_id})
                 await self.venue.emit(VenueUpdate(order.symbol, "", order.client_order_id, order.side, order.position_side,

@@ -197,7 +197,7 @@ class BrokerRecovery:
                 broker._route[entry.id] = (ctx, "entry")
                 # the fills were booked (or not: reconciliation only sets the totals) by an earlier run:
                 # reload them, and look up on the venue what is missing, so the entry fee is the real one
-                ctx.fills[entry.id] = await self.entry_fills_at_restart(ctx, entry, label)
+                ctx.fills[entry.id] = await self.order_fills(ctx, entry, label)
                 await broker._entry_filled(ctx, entry)  # plans from the fill, marks the trade open, protects it
                 report.restored.append(f"{label}: entry filled while away, opened {entry.filled_qty} @ {entry.avg_price}")
                 continue
@@ -235,7 +235,10 @@ class BrokerRecovery:
                 role = "stop" if order.intent is OrderIntent.STOP_LOSS else "target"
                 broker._route[order.id] = (ctx, role)
                 if order.exchange_order_id is None:
-                    continue  # never acknowledged: reconciliation (live) resolves it; the lookup below covers paper
+                    # never acknowledged: the tracker's lookup (live) resolves it - found, it becomes the trade's
+                    # protection; confirmed absent, the protection is placed again (see ExecutionBroker._apply)
+                    ctx.unresolved[order.id] = role
+                    continue
                 protective = Protective(order.id, order.exchange_order_id, Decimal(order.stop_price or 0), Decimal(order.quantity))
                 current = ctx.stop if role == "stop" else ctx.target
                 if current is not None:
@@ -252,7 +255,7 @@ class BrokerRecovery:
                                                f"but only {ctx.open_qty} is open")
                     continue
                 broker._route[order.id] = (ctx, role)
-                ctx.fills[order.id] = await self.entry_fills_at_restart(ctx, order, label)
+                ctx.fills[order.id] = await self.order_fills(ctx, order, label)
                 broker._route.pop(order.id, None)
                 await broker._exit_filled(ctx, order, role)
             if ctx.closed:
@@ -267,32 +270,34 @@ class BrokerRecovery:
                 continue
             await self._verify_protection(ctx, report)
 
-    async def entry_fills_at_restart(self, ctx: TradeCtx, entry: Order, label: str) -> list[RecordedFill]:
-        """The executions of an entry that filled while the bot was down (stored ones plus what the venue adds)."""
+    async def order_fills(self, ctx: TradeCtx, order: Order, label: str) -> list[RecordedFill]:
+        """Every execution of an order (an entry or exit booked late: it filled while the bot was down, or
+        reconciliation recorded it first): the stored ones, plus one from the venue's totals for what they miss."""
         broker = self.broker
-        rows = await FillRow.filter(order_id=entry.id).order_by("id")
-        fills = [RecordedFill(entry.id, r.price, r.qty, r.fee, r.realized_pnl, int(r.time_ms)) for r in rows]
+        rows = await FillRow.filter(order_id=order.id).order_by("id")
+        fills = [RecordedFill(order.id, r.price, r.qty, r.fee, r.realized_pnl, int(r.time_ms)) for r in rows]
         booked = sum((f.qty for f in fills), ZERO)
-        if booked >= entry.filled_qty:
+        if booked >= order.filled_qty:
             return fills
         fee: Decimal | None = None
         time_ms = 0
         try:
-            update = await broker.venue.query(ctx.symbol, exchange_order_id=entry.exchange_order_id,
-                                              client_order_id=None if entry.exchange_order_id else entry.client_order_id)
+            update = await broker.venue.query(ctx.symbol, exchange_order_id=order.exchange_order_id,
+                                              client_order_id=None if order.exchange_order_id else order.client_order_id)
             if update is not None:
                 fee, time_ms = update.fee_total, update.time_ms or 0
             lookup = getattr(broker.venue, "order_fee", None)  # live: the account's fills carry the commission
-            if fee is None and lookup is not None and entry.exchange_order_id:
-                fee = await lookup(ctx.symbol, entry.exchange_order_id, epoch_ms(entry.created_at))
+            if fee is None and lookup is not None and order.exchange_order_id:
+                fee = await lookup(ctx.symbol, order.exchange_order_id, epoch_ms(order.created_at))
         except Exception as exc:  # the fee is bookkeeping: the position itself is already known
-            logger.warning("[%s] %s: entry fee lookup failed: %s", broker.mode.upper(), label, exc,
-                           extra=broker._log_extra(ctx, client_order_id=entry.client_order_id))
+            logger.warning("[%s] %s: fee lookup of order %s failed: %s", broker.mode.upper(), label, order.client_order_id, exc,
+                           extra=broker._log_extra(ctx, client_order_id=order.client_order_id))
         if fee is None:
-            logger.warning("[%s] %s: the entry fee is unknown (the venue did not report it); booked as 0", broker.mode.upper(),
-                           label, extra=broker._log_extra(ctx, client_order_id=entry.client_order_id))
+            logger.warning("[%s] %s: the fee of order %s is unknown (the venue did not report it); booked as 0",
+                           broker.mode.upper(), label, order.client_order_id,
+                           extra=broker._log_extra(ctx, client_order_id=order.client_order_id))
             return fills
-        recorded = await broker.orders.record_missing_fill(entry, fee_total=fee, time_ms=time_ms)
+        recorded = await broker.orders.record_missing_fill(order, fee_total=fee, time_ms=time_ms)
         return fills + recorded
 
     async def _verify_protection(self, ctx: TradeCtx, report: RecoveryReport) -> None:

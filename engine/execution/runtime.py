@@ -93,6 +93,7 @@ class RuntimeOptions:
     fill_grace_s: float = 3.0
     stale_sent_s: float = 60.0  # an order still SENT after this long is looked up as UNKNOWN
     exit_grace_s: float = 5.0
+    protect_retry_s: float = 2.0  # first wait before a stop/target placement refused for now is tried again
     settle_timeout_s: float = 10.0
     recover: bool = True  # reload the trades a previous run left open (restart recovery) before trading
     extra: dict[str, Any] = field(default_factory=dict)
@@ -120,19 +121,15 @@ class TradingRuntime:
         self.pre_trade_gate = pre_trade_gate
         self.entry_approval: Any = None  # broker.EntryApproval (approval mode); set before start()
         self.on_alert = on_alert
-        rest_url, ws_url = resolve_urls(config.exchange.testnet, config.exchange.rest_url, config.exchange.ws_url)
-        self.ws_url = ws_url
-        self.rest = BingxRestClient(
-            rest_url=rest_url, api_key=config.exchange.api_key.get_secret_value(), api_secret=config.exchange.api_secret.get_secret_value(),
-            recv_window_ms=config.exchange.recv_window_ms, request_timeout_s=config.exchange.request_timeout_s,
-        )
+        _, self.ws_url = resolve_urls(config.exchange.testnet, config.exchange.rest_url, config.exchange.ws_url)
+        self.rest = config.exchange.rest_client()
         self._clock_ms = clock_ms
         self.symbols: dict[str, SymbolRuntime] = {}
         self.paper: PaperVenue | None = None
         self.live: LiveVenue | None = None
         self.tracker: OrderTracker | None = None
         self.account_stream: AccountStream | None = None
-        self.market_stream = MarketStream(ws_url, on_event=self._on_market_event)
+        self.market_stream = MarketStream(self.ws_url, on_event=self._on_market_event)
         self.broker: ExecutionBroker | None = None
         self.margin: MarginCache | None = None  # live: the exchange's available margin, kept fresh (entry gate)
         self.recovery: RecoveryReport | None = None
@@ -184,7 +181,8 @@ class TradingRuntime:
         rules = {s: engine_contract(c) for s, c in contracts.items()}
         strategies = config.strategies
         if config.mode is TradingMode.LIVE:
-            self.live = LiveVenue(self.rest, quote_asset="VST" if config.exchange.testnet else None)
+            # a USDT-M bot: its margin is USDT (VST on the demo host), whatever else the account lists first
+            self.live = LiveVenue(self.rest, quote_asset="VST" if config.exchange.testnet else "USDT")
             await self.live.load_symbols(config.symbols)
             venue: Any = self.live
         else:
@@ -197,7 +195,8 @@ class TradingRuntime:
             venue = self.paper
         opts = self.options
         self.broker = ExecutionBroker(venue, leverage=max(1, int(round(strategies.leverage))), pre_trade_gate=self.pre_trade_gate,
-                                      on_alert=self.on_alert, exit_grace_s=opts.exit_grace_s, settle_timeout_s=opts.settle_timeout_s)
+                                      on_alert=self.on_alert, exit_grace_s=opts.exit_grace_s, settle_timeout_s=opts.settle_timeout_s,
+                                      protect_retry_s=opts.protect_retry_s)
         self.broker.entry_approval = self.entry_approval
         await self.broker.start()
         await self.broker.prepare_symbols(list(config.symbols))
@@ -208,7 +207,8 @@ class TradingRuntime:
             self.live.set_update_callback(self._on_order_update)  # in front of the broker: margin first
             self.tracker = OrderTracker(self.live, fast_poll_s=opts.fast_poll_s, slow_poll_s=opts.slow_poll_s,
                                         fill_grace_s=opts.fill_grace_s, on_funding=self.broker.on_funding,
-                                        stale_sent_s=opts.stale_sent_s, on_unknown=self.broker.on_stale_placement)
+                                        stale_sent_s=opts.stale_sent_s, on_unknown=self.broker.on_stale_placement,
+                                        in_flight=self.broker.placements_in_flight)
             self.account_stream = AccountStream(self.rest, self.ws_url, on_event=self._on_account_event)
             await self.account_stream.start()
             await self.account_stream.wait_connected()

@@ -95,6 +95,10 @@ class TradeCtx:
     expecting: ExitIntent | None = None
     closed: bool = False
     failed: bool = False
+    # stop/target placements whose outcome is unknown, by DB order id -> role: the tracker's lookup settles them
+    unresolved: dict[int, str] = field(default_factory=dict)
+    protect_retries: int = 0  # timed retries so far of a refused stop/target replacement (the old one still works)
+    protect_retry_pending: bool = False
 
     @property
     def strategy(self) -> str:

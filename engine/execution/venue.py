@@ -25,12 +25,20 @@ class ExecMode(str, Enum):
 
 
 class PlacementRejected(Exception):
-    """The venue refused the order: it certainly does not exist."""
+    """The venue refused the order: it certainly does not exist.
 
-    def __init__(self, reason: str, *, code: int | None = None) -> None:
+    ``transient``: the refusal says nothing about the order itself (a rate limit, a clock out of the
+    receive window): the same order may be accepted a moment later (``retry_after_s``, when known). Otherwise
+    it is definite.
+    """
+
+    def __init__(self, reason: str, *, code: int | None = None, transient: bool = False,
+                 retry_after_s: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
+        self.transient = transient
+        self.retry_after_s = retry_after_s  # a transient refusal: when the venue says it is worth trying again
 
 
 class PlacementUnknown(Exception):

@@ -148,6 +148,17 @@ class TradeManager:
             return None
         return self._close(ExitKind.CLOSE, price)
 
+    def reopen(self, open_qty: Decimal) -> None:
+        """An exit this manager decided did not execute: manage ``open_qty`` again.
+
+        The level that triggered the exit (a partial's R, the close) stays used; the stop, the
+        trailing and the later levels go on from the position as it is.
+        """
+        if open_qty <= 0:
+            raise ValueError(f"cannot reopen with {open_qty} open")
+        self.remaining = open_qty
+        self.closed = False
+
     def unrealized(self, price: float) -> float:
         """Gross PnL of the remaining quantity at ``price`` (quote currency, before fees)."""
         return (price - self.plan.entry) * self.plan.side.sign * float(self.remaining)
