@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,6 +30,7 @@ from alerts import AlertDelivery, AlertPublisher, routes_from_config
 from alerts.events import AlertEvent
 from commands.model import Reply
 from commands.ports import (
+    BALANCE_UNKNOWN,
     BalanceView,
     CloseReport,
     EmergencyStopReport,
@@ -53,6 +55,8 @@ APPROVAL_KEY = "chatops.approval_enabled"
 TELEGRAM_POLL_TIMEOUT_S = 2.0  # long-poll length: bounds how long stopping the Telegram updater can take
 ADAPTER_RETRY_MAX_S = 60.0
 CLOSE_SETTLE_S = 10.0
+STALE_SENT_S = 60.0  # a placement unanswered this long lost its call (engine.execution.order_tracker's stale_sent_s)
+REJECTED_EXIT = re.compile(r"^exit (\S+) on (\S+) rejected by the exchange")  # ExecutionBroker._rejected's halt
 WORKING_STATUSES = (OrderStatus.CREATED, OrderStatus.SENT, OrderStatus.UNKNOWN, OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
 SEVERITY = {"error": "error", "halt": "error", "risk_rejection": "warning", "protection": "warning", "exit": "info",
             "entry": "success"}
@@ -161,6 +165,10 @@ class WorkerTradingPorts:
             drawdown = status.drawdown_pct or ZERO
         except Exception as exc:  # noqa: BLE001 - read side / chat side must never raise into trading or the dispatcher
             state, reason, protections, drawdown = "UNKNOWN", f"state unreadable: {type(exc).__name__}", [], ZERO
+            with contextlib.suppress(Exception):  # a state held in memory (database down) is still known
+                held = self.worker.risk.state.unsaved
+                if held is not None:
+                    state, reason = held.state.value, f"{held.reason} (NOT saved: database unavailable)"
         try:
             positions = self._positions()
         except Exception:
@@ -185,7 +193,7 @@ class WorkerTradingPorts:
             return BalanceView(asset, wallet + open_pnl, wallet - used, used.quantize(Decimal("0.0001")), open_pnl)
         except Exception:
             log.exception("balance unreadable")
-            return BalanceView("unknown", ZERO, ZERO, ZERO, ZERO)
+            return BalanceView(BALANCE_UNKNOWN, ZERO, ZERO, ZERO, ZERO)
 
     async def open_orders(self) -> list[OrderView]:
         """Working orders the bot stored (the database mirrors the exchange through the order tracker)."""
@@ -220,15 +228,102 @@ class WorkerTradingPorts:
             raise RuntimeError("trading has not started yet")
         return self.worker.risk
 
-    async def pause(self, actor: str, reason: str) -> None:
-        """No new entries (open positions stay managed)."""
-        await self._require_risk().pause(actor, reason or "paused from chat")
-        await self.worker.alerts.publish("halt", f"[{self.worker.mode.upper()}] Trading PAUSED by {actor}: {reason}", {})
+    def _state_store(self) -> Any:
+        """The risk manager's trading state store; a standalone one (database only) before trading started."""
+        from engine.risk.state import TradingStateStore
 
-    async def resume(self, actor: str) -> None:
-        """Entries allowed again (protections still apply)."""
-        await self._require_risk().resume(actor)
-        await self.worker.alerts.publish("halt", f"[{self.worker.mode.upper()}] Trading RUNNING again (resumed by {actor})", {})
+        return self.worker.risk.state if self.worker.risk is not None else TradingStateStore()
+
+    def _not_saved(self, what: str, exc: BaseException) -> str:
+        where = "in force in this process" if self.worker.risk is not None else "NOT in force (trading not started)"
+        return (f"{what} is {where} but could not be saved ({type(exc).__name__}: the database is unavailable); "
+                "a restart would forget it")
+
+    async def pause(self, actor: str, reason: str) -> None:
+        """No new entries (open positions stay managed): in force in memory first, then stored.
+
+        Raises :class:`~commands.ports.NotSavedError` when only the in-memory part worked.
+        """
+        from commands.ports import NotSavedError
+        from engine.risk.state import TradingState
+
+        reason = reason or "paused from chat"
+        try:
+            await self._state_store().set(TradingState.PAUSED, reason, actor)
+        except Exception as exc:
+            log.critical("pause by %s not saved", actor, exc_info=True)
+            await self._alert_quietly("halt", f"Trading PAUSED by {actor}: {reason} (NOT saved: database unavailable)")
+            raise NotSavedError(self._not_saved("PAUSED", exc)) from exc
+        await self._alert_quietly("halt", f"Trading PAUSED by {actor}: {reason}")
+
+    async def _alert_quietly(self, event_type: str, text: str) -> None:
+        """Publish an alert; a failing alert path never hides the control's own outcome."""
+        try:
+            await worker_alert(self.worker, event_type, text)
+        except Exception:
+            log.exception("alert not published: %s", text[:120])
+
+    async def resume(self, actor: str) -> str | None:
+        """Entries allowed again: the trading state RUNNING and the execution halt cleared.
+
+        Refused (:class:`~commands.ports.ResumeRefusedError`, nothing changed) while what halted the
+        execution side is unresolved. Returns why entries are still refused after resuming
+        (trading not started, protections), ``None`` when they are allowed now.
+        """
+        from commands.ports import ResumeRefusedError
+
+        broker = self._broker
+        if broker is not None and broker.halted_reason is not None:
+            blockers = await self._unresolved(broker)
+            if blockers:
+                raise ResumeRefusedError(f"entries stay halted ({broker.halted_reason}): " + "; ".join(blockers))
+        risk = self._require_risk()
+        await risk.resume(actor)
+        if broker is not None and broker.halted_reason is not None:
+            log.warning("execution halt (%s) cleared by %s", broker.halted_reason, actor)
+            broker.resume()
+        note = None
+        if broker is None:
+            note = "trading has not started yet: entries begin once it does"
+        else:
+            with contextlib.suppress(Exception):
+                if not await risk.entries_allowed():
+                    note = "active protections still block entries (see /status, /unlock)"
+        await self._alert_quietly("halt", f"Trading RUNNING again (resumed by {actor})" + (f"; {note}" if note else ""))
+        return note
+
+    async def _unresolved(self, broker: Any) -> list[str]:
+        """What still explains the execution halt; empty when it is safe to clear it."""
+        reasons: list[str] = []
+        runtime = self.worker.runtime
+        dead = sorted(name for name, task in (runtime.tasks().items() if runtime is not None else []) if task.done())
+        if dead:
+            reasons.append(f"{', '.join(dead)} stopped: restart the bot")
+        try:
+            cutoff = datetime.now(UTC) - timedelta(seconds=STALE_SENT_S)
+            unknown = await Order.filter(mode=self.worker.mode, status=OrderStatus.UNKNOWN).values_list(
+                "client_order_id", "symbol")
+            stale = await Order.filter(mode=self.worker.mode, status__in=[OrderStatus.CREATED, OrderStatus.SENT],
+                                       updated_at__lt=cutoff).values_list("client_order_id", "symbol")
+        except Exception as exc:
+            reasons.append(f"the orders cannot be checked ({type(exc).__name__}: database unavailable)")
+        else:
+            for cid, symbol in [*unknown, *stale]:
+                reasons.append(f"order {cid} on {symbol} has an unknown state (the order tracker is still looking it up)")
+        for ctx in broker.active_trades:
+            pending = getattr(ctx, "unresolved", None)  # stop/target placements the tracker is still looking up
+            if pending and not ctx.closed:
+                roles = ", ".join(sorted(set(pending.values())))
+                reasons.append(f"the {roles} placement of {ctx.symbol} {ctx.strategy} ({ctx.trade_id}) has an unknown "
+                               "outcome (the order tracker is still looking it up)")
+        rejected = REJECTED_EXIT.search(broker.halted_reason or "")
+        if rejected is not None:
+            symbol = rejected.group(2)
+            held = [t.position_id for t in broker.open_trades() if t.symbol == symbol]
+            if held:
+                reasons.append(f"the exit {rejected.group(1)} on {symbol} was rejected and the position is still open "
+                               f"({', '.join(held)}): close it (/close <id>) or by hand first")
+        return reasons
 
     async def set_approval(self, enabled: bool, actor: str) -> None:
         """Approval mode on/off, persisted in the key-value store so a restart keeps it."""
@@ -261,32 +356,74 @@ class WorkerTradingPorts:
         return list(await self._require_risk().lift(what, actor))
 
     async def emergency_stop(self, actor: str) -> EmergencyStopReport:
-        """HALT, cancel every order, close every position, verify flat (live: read back from the exchange)."""
+        """HALT, cancel every order, close every position, verify flat (live: read back from the exchange).
+
+        The halt comes first and is in force in memory even when the database is down (the broker
+        stands down, the trading state is HALTED in this process and stored when possible), so it
+        holds when the trading side starts later. The exchange part then runs with the runtime's
+        REST client, or one built from the config while the runtime is not up. Never raises: any
+        outcome ends in a report and an alert that says whether the account is flat.
+        """
         worker = self.worker
-        risk = self._require_risk()
+        reason = f"emergency stop by {actor}"
         broker = self._broker
-        if worker.config.mode.value != "live":
-            return await self._paper_emergency_stop(actor, risk, broker)
+        live = worker.config.mode.value == "live"
+        if broker is not None and live:
+            broker.stand_down(reason)  # entries refused now; do not re-place the stops we are about to cancel
+        elif broker is not None:
+            broker.halt(reason)  # paper: its own close_trade handles the stops
+        warnings: list[str] = []
+        try:
+            from engine.risk.state import TradingState
+
+            await self._state_store().set(TradingState.HALTED, reason, actor)
+        except Exception as exc:
+            warnings.append(self._not_saved("HALTED", exc))
+            log.critical("EMERGENCY STOP by %s: HALTED state not saved", actor, exc_info=True)
+        try:
+            if not live:
+                report = await self._paper_emergency_stop(actor, broker)
+            else:
+                report = await self._live_emergency_stop(actor)
+        except Exception as exc:  # the operator must hear about it, whatever it was
+            log.critical("EMERGENCY STOP by %s failed", actor, exc_info=True)
+            from bot.logging_setup import secrets as log_secrets
+
+            failure = log_secrets.redact(f"the emergency stop failed: {type(exc).__name__}: {exc}")[:300]
+            await self._alert_quietly("halt", f"EMERGENCY STOP FAILED: account NOT verified flat, check the exchange now\n"
+                                      f"{failure}")
+            return EmergencyStopReport(0, [], [failure], False, warnings)
+        return EmergencyStopReport(report.cancelled_orders, report.closed_positions, report.failures, report.flat,
+                                   warnings + report.warnings)
+
+    async def _live_emergency_stop(self, actor: str) -> EmergencyStopReport:
         from engine.risk.emergency import emergency_stop
 
-        if broker is not None:
-            broker.stand_down(f"emergency stop by {actor}")  # do not re-place the stops we are about to cancel
-        # NOTE: the emergency close orders are not linked to their trades, so the database keeps those
-        # trades OPEN until reconciliation looks at them (reported to the lead; engine.risk's area)
-        report = await emergency_stop(worker.runtime.rest, risk=risk, actor=actor, mode=worker.mode, alert=worker.alerts.risk)
-        return EmergencyStopReport(report.cancelled_orders, list(report.closed_positions), list(report.failures), report.flat)
+        worker = self.worker
+        client = getattr(worker.runtime, "rest", None)
+        own = client is None
+        if own:  # the runtime is not up (start-up reconciliation retrying): the same client the CLI builds
+            client = worker.config.exchange.rest_client()
+        try:
+            # the state is already HALTED above (risk=None: not twice); the close orders are linked to
+            # their trades (engine.risk.emergency._owning_trade_id) and stored before they are sent
+            report = await emergency_stop(client, risk=None, actor=actor, mode=worker.mode, alert=worker.alerts.risk)
+        finally:
+            if own:
+                await client.close()
+        return EmergencyStopReport(report.cancelled_orders, list(report.closed_positions), list(report.failures),
+                                   report.flat, list(report.warnings))
 
-    async def _paper_emergency_stop(self, actor: str, risk: Any, broker: Any) -> EmergencyStopReport:
-        from engine.risk.state import TradingState
-
-        await risk.state.set(TradingState.HALTED, f"emergency stop by {actor}", actor)
+    async def _paper_emergency_stop(self, actor: str, broker: Any) -> EmergencyStopReport:
         if broker is None:
+            await self._alert_quietly("halt", f"EMERGENCY STOP by {actor} (paper: trading not running, nothing to close; "
+                                      "flat)")
             return EmergencyStopReport(0, [], ["trading is not running (nothing to close)"], True)
         report = await self.close_positions("all", actor)
         left = [p.id for p in self._positions()]
         failures = [f"{pid}: {why}" for pid, why in report.failed.items()] + ([f"still open: {', '.join(left)}"] if left else [])
-        await worker_alert(self.worker, "halt", f"EMERGENCY STOP by {actor} (paper: positions closed through the broker, "
-                           f"{'flat' if not left else 'NOT flat'})")
+        await self._alert_quietly("halt", f"EMERGENCY STOP by {actor} (paper: positions closed through the broker, "
+                                  f"{'flat' if not left else 'NOT flat'})")
         return EmergencyStopReport(0, report.closed, failures, not left)
 
 
@@ -328,7 +465,7 @@ class ChatOps:
         await self.delivery.start()
         worker.alerts.forward = self._forward
         worker.alerts.flusher = self.flush
-        self.approvals = ApprovalService(config.approval, ports)
+        self.approvals = ApprovalService(config.approval, ports, mode=worker.mode)
         expired = await self.approvals.expire_overdue()
         if expired:
             log.info("%d approval request(s) left from the last run expired", expired)

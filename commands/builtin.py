@@ -9,7 +9,7 @@ from commands import format as fmt
 from commands import stats
 from commands.auth import Role
 from commands.model import Button, ButtonStyle, Reply, Table
-from commands.ports import HealthView, PositionView
+from commands.ports import HealthView, NotSavedError, PositionView, ResumeRefusedError
 from commands.registry import CommandContext, CommandSpec, UsageError
 from db.models import AlertOutbox, AlertStatus, Signal
 
@@ -84,7 +84,11 @@ async def cmd_status(ctx: CommandContext) -> Reply:
     """Mode, state, protections, uptime, health, positions, drawdown, last signal."""
     snap = await ctx.deps.reader.status()
     now = ctx.deps.now()
-    last_signal = await Signal.filter(mode=ctx.deps.config.mode.value).order_by("-created_at", "-id").first()
+    try:
+        last_signal_text = _signal_line(
+            await Signal.filter(mode=ctx.deps.config.mode.value).order_by("-created_at", "-id").first())
+    except Exception as exc:  # noqa: BLE001 - the engine's in-memory state is still worth showing
+        last_signal_text = f"unknown (database unavailable: {type(exc).__name__})"
     protections = "; ".join(
         f"{p.kind}{' ' + p.symbol if p.symbol else ''}: {p.reason}{' until ' + fmt.utc(p.until) if p.until else ''}"
         for p in snap.protections
@@ -101,7 +105,7 @@ async def cmd_status(ctx: CommandContext) -> Reply:
             ("Protections", protections or "none"),
             ("Health", health_line(snap.health)),
             ("Open positions", f"{len(snap.positions)} ({fmt.signed_money(total_pnl)})"),
-            ("Last signal", _signal_line(last_signal)),
+            ("Last signal", last_signal_text),
         ],
         buttons=_refresh("status"),
         severity="warning" if snap.state != "RUNNING" or not all(h.ok for h in snap.health) else "info",
@@ -170,10 +174,9 @@ async def cmd_trades(ctx: CommandContext) -> Reply:
 async def cmd_profit(ctx: CommandContext) -> Reply:
     """Win rate, profit factor, R:R, return and drawdown over n days."""
     days = _count(ctx, 30, maximum=3650)
-    try:
-        equity: Decimal | None = (await ctx.deps.reader.balance()).equity
-    except Exception:  # noqa: BLE001 - the figures from the database are still worth showing
-        equity = None
+    balance = await ctx.deps.reader.balance()  # ports never raise: an unreadable balance comes back as zeros
+    # without a real equity the return is left out, not shown as -100 %
+    equity: Decimal | None = balance.equity if balance.known and balance.equity > 0 else None
     s = await stats.profit_stats(ctx.deps.config.mode.value, days, ctx.deps.now(), equity)
     pf = s.profit_factor
     return Reply(
@@ -269,13 +272,21 @@ async def cmd_whoami(ctx: CommandContext) -> Reply:
 async def cmd_pause(ctx: CommandContext) -> Reply:
     """Stop opening positions."""
     reason = " ".join(ctx.args) or "paused from chat"
-    await ctx.deps.control.pause(ctx.caller.actor, reason)
+    try:
+        await ctx.deps.control.pause(ctx.caller.actor, reason)
+    except NotSavedError as exc:
+        return Reply(title="Paused: no new entries (NOT saved)", text=str(exc), severity="error")
     return Reply(title="Paused: no new entries", text="Open positions stay managed. /resume to continue.", severity="warning")
 
 
 async def cmd_resume(ctx: CommandContext) -> Reply:
-    """Allow entries again."""
-    await ctx.deps.control.resume(ctx.caller.actor)
+    """Allow entries again, unless what halted them is unresolved; the reply says whether entries are allowed now."""
+    try:
+        blocked = await ctx.deps.control.resume(ctx.caller.actor)
+    except ResumeRefusedError as exc:
+        return Reply(title="Not resumed: entries stay halted", text=str(exc), severity="error")
+    if blocked:
+        return Reply(title="Resumed, but entries are still refused", text=blocked, severity="warning")
     return Reply(title="Resumed: entries allowed", text="Active protections still apply (see /status).", severity="success")
 
 
@@ -326,11 +337,15 @@ async def cmd_stop(ctx: CommandContext) -> Reply:
         ("Account flat", "yes" if report.flat else "NO"),
     ]
     fields += [("Failure", f) for f in report.failures]
+    fields += [("Warning", w) for w in report.warnings]
     ok = report.flat and not report.failures
+    title = "Emergency stop done: flat" if ok else "Emergency stop INCOMPLETE: check the exchange"
+    if ok and report.warnings:
+        title += " (not all of it was saved: see the warnings)"
     return Reply(
-        title="Emergency stop done: flat" if ok else "Emergency stop INCOMPLETE: check the exchange",
+        title=title,
         fields=fields,
-        severity="success" if ok else "error",
+        severity=("warning" if report.warnings else "success") if ok else "error",
     )
 
 
@@ -354,5 +369,5 @@ def builtin_commands() -> list[CommandSpec]:
         CommandSpec("approval", "approval mode on or off", cmd_approval, usage="on|off", admin=True),
         CommandSpec("close", "close a position or all", cmd_close, usage="<id|all>", admin=True),
         CommandSpec("unlock", "lift a protection", cmd_unlock, usage="<what>", admin=True),
-        CommandSpec("stop", "EMERGENCY STOP: cancel all, close all", cmd_stop, admin=True),
+        CommandSpec("stop", "EMERGENCY STOP: cancel all, close all", cmd_stop, admin=True, never_cancel=True),
     ]

@@ -6,7 +6,8 @@ wires the real engine to these protocols; tests use ``tests/fakes_trading.py``.
 
 Rules for implementers:
 - every method is ``async`` and must answer quickly (read in-memory state, not the exchange,
-  for the read side); chat commands time out after :data:`PORT_TIMEOUT_S`;
+  for the read side); chat commands time out after :data:`PORT_TIMEOUT_S`, except the confirmed
+  emergency stop, which is never cancelled (the chat is told it still runs; it must alert its outcome);
 - money is ``Decimal``; times are aware UTC datetimes;
 - control methods receive ``actor`` ("telegram:123") for the state history and audit;
 - raising an exception is fine: the dispatcher turns it into an error reply and an audit row.
@@ -56,15 +57,23 @@ class OrderView:
     intent: str = ""
 
 
+BALANCE_UNKNOWN = "unknown"  # BalanceView.asset of a balance that could not be read (its figures are zeros)
+
+
 @dataclass(frozen=True, slots=True)
 class BalanceView:
-    """Account balance in the margin asset."""
+    """Account balance in the margin asset (``asset`` is ``BALANCE_UNKNOWN`` when it could not be read)."""
 
     asset: str
     equity: Decimal
     available: Decimal
     used_margin: Decimal
     unrealized_pnl: Decimal
+
+    @property
+    def known(self) -> bool:
+        """False for the zeros a port answers when the balance cannot be read."""
+        return self.asset != BALANCE_UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +128,19 @@ class EmergencyStopReport:
     closed_positions: list[str]
     failures: list[str]
     flat: bool  # verified by reading the exchange back, not assumed
+    warnings: list[str] = field(default_factory=list)  # bookkeeping problems (database down), not about flatness
+
+
+class NotSavedError(Exception):
+    """A control took effect in the running bot but could not be stored (the database is down).
+
+    Raised by :class:`TradingControl` methods after the in-memory part is done; the message says
+    what is in force and what a restart would forget.
+    """
+
+
+class ResumeRefusedError(Exception):
+    """``resume`` refused: what halted the execution side is not resolved (the message says what). Nothing changed."""
 
 
 @runtime_checkable
@@ -143,11 +165,13 @@ class TradingControl(Protocol):
     """Control side of the engine (admin commands)."""
 
     async def pause(self, actor: str, reason: str) -> None:
-        """Stop opening positions (open ones stay managed)."""
+        """Stop opening positions (open ones stay managed); in force at once even when it cannot be
+        stored (then :class:`NotSavedError`)."""
         ...
 
-    async def resume(self, actor: str) -> None:
-        """Allow entries again (protections still apply)."""
+    async def resume(self, actor: str) -> str | None:
+        """Allow entries again (protections still apply). Returns why entries stay refused, if they do
+        (an unresolved problem the execution side halted on): ``None`` means entries are allowed."""
         ...
 
     async def set_approval(self, enabled: bool, actor: str) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.config import AppConfig
 from bot.logging_setup import secrets as log_secrets
@@ -71,6 +71,9 @@ class CommandSpec:
     handler: Handler
     usage: str = ""
     admin: bool = False
+    # True: once confirmed, the handler runs to its end whatever the chat's patience (the emergency stop:
+    # cancelling it halfway could leave orders or positions behind); the handler reports its outcome itself
+    never_cancel: bool = False
 
 
 class CommandRegistry:
@@ -121,6 +124,7 @@ class Dispatcher:
         self.deps = deps
         self.authorizer = authorizer
         self._last_stranger_log: dict[str, float] = {}
+        self._running: set[asyncio.Task[Any]] = set()  # never-cancel handlers (and their late audit rows)
 
     async def dispatch(self, caller: Caller, name: str, args: list[str]) -> Reply | None:
         """Run command ``name`` for ``caller``; ``None`` means "stay silent" (stranger)."""
@@ -196,7 +200,19 @@ class Dispatcher:
     async def _run(self, spec: CommandSpec, ctx: CommandContext, kind: str, arguments: str) -> Reply:
         started = time.monotonic()
         try:
-            reply = await asyncio.wait_for(spec.handler(ctx), PORT_TIMEOUT_S)
+            if spec.never_cancel and ctx.confirmed:
+                finished = await self._run_to_the_end(spec, ctx, kind, arguments)
+                if finished is None:
+                    await write_audit(kind, ctx.caller, spec.name, arguments, "running", {"patience_s": PORT_TIMEOUT_S})
+                    return Reply(
+                        title=f"/{spec.name} is still running",
+                        text="The exchange is slow. It is NOT cancelled and goes on to the end; its final report "
+                        "(flat or NOT flat) follows as an alert. Meanwhile see /status.",
+                        severity="warning",
+                    )
+                reply = finished
+            else:
+                reply = await asyncio.wait_for(spec.handler(ctx), PORT_TIMEOUT_S)
         except UsageError as exc:
             await write_audit(kind, ctx.caller, spec.name, arguments, "usage", {"error": str(exc)[:200]})
             return Reply(title=f"/{spec.name}: {exc}", text=f"Usage: /{spec.name} {spec.usage}".rstrip(), severity="warning")
@@ -214,6 +230,47 @@ class Dispatcher:
             kind, ctx.caller, spec.name, arguments, outcome, {"ms": round((time.monotonic() - started) * 1000, 1), "title": reply.title[:120]}
         )
         return reply
+
+    async def _run_to_the_end(self, spec: CommandSpec, ctx: CommandContext, kind: str, arguments: str) -> Reply | None:
+        """Run the handler as its own task and wait up to the chat's patience; ``None``: still running.
+
+        Neither the timeout nor a cancelled caller (an adapter shutting down) cancels the task.
+        """
+        if any(t.get_name() == f"command-{spec.name}" and not t.done() for t in self._running):
+            # a second emergency stop on top of a running one would only race it on the exchange
+            return Reply(title=f"/{spec.name} is already running", text="Its final report follows as an alert.",
+                         severity="warning")
+        task = asyncio.create_task(spec.handler(ctx), name=f"command-{spec.name}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=PORT_TIMEOUT_S)
+        except asyncio.CancelledError:  # the caller went away (adapter stopping): the handler goes on
+            task.add_done_callback(lambda t: self._finished_late(spec, ctx, kind, arguments, t))
+            raise
+        if task in done:
+            return task.result()
+        log.warning("/%s still running after %.0fs: not cancelled, its report follows as an alert", spec.name,
+                    PORT_TIMEOUT_S, extra={"component": "commands"})
+        task.add_done_callback(lambda t: self._finished_late(spec, ctx, kind, arguments, t))
+        return None
+
+    def _finished_late(self, spec: CommandSpec, ctx: CommandContext, kind: str, arguments: str,
+                       task: asyncio.Task[Reply]) -> None:
+        """Log and audit the end of a handler the chat stopped waiting for (its alert tells the users)."""
+        if task.cancelled():
+            outcome, detail = "error", {"error": "cancelled (shutdown)"}
+        elif task.exception() is not None:
+            exc = task.exception()
+            outcome, detail = "error", {"error": f"{type(exc).__name__}: {log_secrets.redact(str(exc))[:200]}"}
+        else:
+            reply = task.result()
+            outcome, detail = ("error" if reply.severity == "error" else "ok"), {"title": reply.title[:120]}
+        log.log(logging.ERROR if outcome == "error" else logging.INFO, "/%s finished late: %s", spec.name, detail,
+                extra={"component": "commands"})
+        audit = asyncio.get_running_loop().create_task(write_audit(kind, ctx.caller, spec.name, arguments, outcome, detail))
+        self._running.add(audit)
+        audit.add_done_callback(self._running.discard)
 
     async def _stranger(self, caller: Caller, action: str, arguments: str) -> None:
         await write_audit("unauthorized", caller, action, arguments, "ignored", {"display": caller.display[:64]})

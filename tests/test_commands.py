@@ -9,7 +9,7 @@ import pytest
 
 from commands import build_dispatcher, parse_command_text
 from commands.model import Caller
-from commands.ports import ProtectionView
+from commands.ports import BALANCE_UNKNOWN, BalanceView, ProtectionView
 from db.models import AuditLog, DailyMetric, EquitySnapshot
 from tests.chatops_fixtures import (
     ADMIN,
@@ -195,6 +195,18 @@ async def test_trades_profit_daily_signals_from_the_database(dispatcher) -> None
     assert "expected a number" in usage.title and "Usage: /trades [n]" in usage.text
     unknown = await dispatcher.dispatch(tg(USER), "moon", [])
     assert "Unknown command" in unknown.title
+
+
+async def test_profit_without_a_readable_balance_leaves_the_return_out(dispatcher, trading) -> None:
+    await make_closed_trade("100", "2", days_ago=1)  # no equity snapshot in the window: the return needs the balance
+
+    async def unreadable() -> BalanceView:  # what the worker's port answers while trading is not running
+        return BalanceView(BALANCE_UNKNOWN, Decimal(0), Decimal(0), Decimal(0), Decimal(0))
+
+    trading.balance = unreadable
+    profit = dict((await dispatcher.dispatch(tg(USER), "profit", [])).fields)
+    assert profit["Net PnL"] == "+100.00"
+    assert profit["Return"] == "-"  # not "-100.00%" from an equity of zero
 
 
 async def test_failing_port_answers_with_an_error_and_no_secret(trading) -> None:

@@ -10,13 +10,19 @@ The newest ``TradingStateRecord`` row rules, so a restart keeps the state, and a
 process (``trading-bot emergency-stop``) can halt a running bot: :meth:`TradingStateStore.current`
 reads the database every time. The risk manager's entry gate reads it ahead of entries instead
 (``RiskManager.entry_view_ttl_s``), and ``changes`` tells it when a write here made its copy stale.
+
+A state that stops entries (PAUSED, HALTED, REDUCING) is in force in this process *before* it is
+written: if the database write fails, the store keeps it in memory (``unsaved``) and
+:meth:`TradingStateStore.current` answers it without reading the database, until a later write
+succeeds. A pause or an emergency stop must work while the database is down; RUNNING is never
+applied in memory only (a failed resume leaves the bot stopped).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 
 from db.models import TradingStateRecord
@@ -59,9 +65,21 @@ class TradingStateStore:
     def __init__(self, default: TradingState = TradingState.RUNNING) -> None:
         self.default = default
         self.changes = 0  # bumped by every write through this store (readers holding a copy know it is stale)
+        self._held: StateInfo | None = None  # a stopping state in force here that is not (yet) in the database
+
+    @property
+    def unsaved(self) -> StateInfo | None:
+        """The stopping state in force in memory whose database write failed (None when all is stored)."""
+        return self._held
 
     async def current(self) -> StateInfo:
-        """The state in force (``default`` when no row exists yet)."""
+        """The state in force (``default`` when no row exists yet; the unsaved in-memory state first)."""
+        if self._held is not None:
+            return self._held
+        return await self._stored()
+
+    async def _stored(self) -> StateInfo:
+        """The newest row of the database (``default`` when none)."""
         row = await TradingStateRecord.all().order_by("-at", "-id").first()
         if row is None:
             return StateInfo(self.default, "initial state", "system", None)
@@ -74,9 +92,25 @@ class TradingStateStore:
         return StateInfo(state, row.reason, row.actor, row.at)
 
     async def set(self, state: TradingState, reason: str, actor: str = "system") -> StateInfo:
-        """Record a transition (also when the state is unchanged: the reason may be new)."""
-        previous = await self.current()
-        row = await TradingStateRecord.create(state=state.value, reason=reason[:255], actor=actor[:64])
+        """Record a transition (also when the state is unchanged: the reason may be new).
+
+        A state that stops entries takes effect in memory first, so it holds even when the write
+        raises (the exception still propagates: the caller says the state is not saved).
+        """
+        previous = self._held
+        if not state.allows_entries:
+            self._held = StateInfo(state, reason[:255], actor[:64], datetime.now(UTC))
+            self.changes += 1  # readers holding a copy re-read: entries stop now, not after the write
+        try:
+            if previous is None:
+                previous = await self._stored()
+            row = await TradingStateRecord.create(state=state.value, reason=reason[:255], actor=actor[:64])
+        except Exception:
+            if self._held is not None:
+                log.critical("trading state %s by %s is in force in memory only: the database write failed "
+                             "(a restart would forget it)", self._held.state.value, actor, exc_info=True)
+            raise
+        self._held = None  # stored: the database rules again
         self.changes += 1  # after the write: a copy read before it completed is stale
         if previous.state is not state:
             log.warning("trading state %s -> %s by %s: %s", previous.state.value, state.value, actor, reason)
