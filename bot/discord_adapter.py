@@ -23,6 +23,7 @@ from alerts.senders import DeliveryError, OutgoingAlert
 from bot.config import DiscordConfig
 from bot.discord_render import make_view, render_embeds
 from bot.logging_setup import secrets as log_secrets
+from commands.auth import Role
 from commands.model import ButtonResult, Caller, Reply
 from commands.registry import CommandSpec, Dispatcher, split_args
 
@@ -124,30 +125,50 @@ class DiscordAdapter:
         return command
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """Route button presses (component interactions) to the dispatcher."""
+        """Route button presses (component interactions) to the dispatcher.
+
+        A press is acknowledged (deferred) at once, before the dispatcher runs: a confirmed
+        emergency stop or an approval decision can take longer than the 3 s Discord gives the
+        first response, and past it the token's response fails (10062) and the result is lost.
+        The result then edits the button's message or arrives as a follow-up. A stranger's press
+        is neither deferred nor answered (the role check is in memory).
+        """
         if interaction.type is not discord.InteractionType.component:
             return
         custom_id = str((interaction.data or {}).get("custom_id", ""))
         if not custom_id.startswith(BUTTON_PREFIXES):
             return
-        result = await self.dispatcher.press(interaction_caller(interaction), custom_id)
+        caller = interaction_caller(interaction)
+        if self.dispatcher.authorizer.role(caller) is not Role.STRANGER:
+            try:
+                await interaction.response.defer()  # a component's defer: "update the message later", nothing shown
+            except discord.HTTPException as exc:  # e.g. 10062 (the press reached us too late): still act on it
+                log.warning("could not acknowledge a Discord button press: HTTP %s", exc.status, extra={"component": "discord"})
+        result = await self.dispatcher.press(caller, custom_id)
         if result is None:
             return  # stranger: ignored
         await self._answer_press(interaction, result)
 
     @staticmethod
     async def _answer_press(interaction: discord.Interaction, result: ButtonResult) -> None:
+        """Deliver a press's result after the deferral: edit the button's message, or an ephemeral follow-up."""
         if result.reply is not None and result.replace:
             messages = render_embeds(result.reply)
             view = make_view(result.reply)
             try:
-                await interaction.response.edit_message(embeds=messages[0], view=view)
+                if interaction.response.is_done():
+                    await interaction.edit_original_response(embeds=messages[0], view=view)
+                else:  # the deferral failed: answer directly (fails too if the token has expired)
+                    await interaction.response.edit_message(embeds=messages[0], view=view)
             finally:
                 _release(view)
             for embeds in messages[1:]:
                 await interaction.followup.send(embeds=embeds)
             return
-        await interaction.response.send_message(result.toast[:2000] or "OK", ephemeral=True)
+        if interaction.response.is_done():
+            await interaction.followup.send(result.toast[:2000] or "OK", ephemeral=True)
+        else:
+            await interaction.response.send_message(result.toast[:2000] or "OK", ephemeral=True)
         if result.reply is not None:
             await _send_reply(interaction, result.reply)
 

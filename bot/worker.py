@@ -13,6 +13,10 @@ Start (``trading-bot run``), in this order - nothing trades before reconciliatio
 6. supervised components (STOP-file watcher, health monitor; the runtime's own loops are
    watched) and the scheduled jobs (``bot.jobs``).
 
+While running: from the moment a market or account stream is seen down until a reconciliation that
+started after its reconnect has succeeded, the entry gate refuses entries (``Worker.entry_block``);
+exits and stop management go on.
+
 Stop (SIGTERM/SIGINT, within ``shutdown.timeout_s``): entries halted, jobs and components
 stopped, unfilled entry orders cancelled, exchange stops left in place (or every position closed
 with ``shutdown.close_positions: true``), streams closed, alerts flushed, lock released, database
@@ -25,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -63,14 +68,51 @@ def _is_loopback(url: str | None) -> bool:
 ENTRY_VIEW_TTL_S = 2.5
 
 
-def wire_entry_gate(runtime: Any, risk: Any) -> None:
-    """Put ``risk``'s entry gate in front of ``runtime``'s broker, with the runtime's prices, margin and contracts."""
+RECONCILING_REASON = "reconciling after a disconnect"
+
+
+def wire_entry_gate(runtime: Any, risk: Any, entry_block: Callable[[], str | None] | None = None) -> None:
+    """Put ``risk``'s entry gate in front of ``runtime``'s broker, with the runtime's prices, margin and contracts.
+
+    ``entry_block`` (optional) is asked first: a reason refuses the entry before any other check. It is
+    on the tick-to-order path, so it must be a synchronous in-memory read (no I/O). The gate is only
+    asked about entries: exits and stop management never pass through it.
+    """
+    from engine.execution.broker import GateDecision as ExecutionDecision
     from engine.risk.hooks import entry_gate
 
-    runtime.pre_trade_gate = entry_gate(risk, reference_price=lambda s: _last_price(runtime, s),
-                                        available_margin=lambda: _available_margin(runtime),
-                                        minimums=lambda s: _contract_minimums(runtime, s),
-                                        exposures=lambda: _broker_exposures(runtime))
+    risk_gate = entry_gate(risk, reference_price=lambda s: _last_price(runtime, s),
+                           available_margin=lambda: _available_margin(runtime),
+                           minimums=lambda s: _contract_minimums(runtime, s),
+                           exposures=lambda: _broker_exposures(runtime))
+    if entry_block is None:
+        runtime.pre_trade_gate = risk_gate
+        return
+
+    async def gate(request: Any) -> Any:
+        blocked = entry_block()
+        if blocked is not None:
+            return ExecutionDecision(False, blocked)
+        return await risk_gate(request)
+
+    runtime.pre_trade_gate = gate
+
+
+def _stream_connections(runtime: Any) -> list[Any]:
+    """The runtime's WebSocket connections (account stream in live mode, every market-stream shard).
+
+    Each is a ``ReconnectingConnection``: ``connected`` (an ``asyncio.Event``) and ``connect_count``
+    (raised on every successful (re)connect, BEFORE ``connected`` is set and before the reconnect event
+    reaches the worker) are plain in-memory reads.
+    """
+    connections = []
+    account = getattr(runtime, "account_stream", None)
+    if account is not None:
+        connections.append(account.conn)
+    market = getattr(runtime, "market_stream", None)
+    if market is not None:
+        connections.extend(market.connections)
+    return connections
 
 
 def _broker_exposures(runtime: Any) -> list[Any]:
@@ -148,6 +190,10 @@ class Worker:
         self._lock: Any = None
         self._stop_event = asyncio.Event()
         self._reconcile_task: asyncio.Task[None] | None = None
+        # entries wait for a reconciliation after every stream reconnect (see entry_block): the sum of the
+        # streams' connect counts the last successful reconciliation covered, and whether another run is due
+        self._reconciled_connects = 0
+        self._reconcile_again = False
         self._trading_task: asyncio.Task[None] | None = None
         self._last_kline: dict[str, tuple[Any, ...]] = {}
         self.runtime_stopped = False
@@ -195,15 +241,10 @@ class Worker:
         self._trading_task = asyncio.create_task(self._trading_start_loop(), name="trading-start")
 
     async def _preflight(self) -> None:
-        from engine.exchange.bingx.rest import BingxRestClient
-        from engine.exchange.bingx.urls import resolve_urls
         from engine.risk.preflight import run_preflight
 
         exchange = self.config.exchange
-        rest_url, _ = resolve_urls(exchange.testnet, exchange.rest_url, exchange.ws_url)
-        client = BingxRestClient(rest_url=rest_url, api_key=exchange.api_key.get_secret_value(),
-                                 api_secret=exchange.api_secret.get_secret_value(), recv_window_ms=exchange.recv_window_ms,
-                                 request_timeout_s=exchange.request_timeout_s)
+        client = exchange.rest_client()
         try:
             report = await run_preflight(self.config, client)
         finally:
@@ -234,7 +275,8 @@ class Worker:
                 log.error("trading could not start (%s: %s); retrying in %.0f s", type(exc).__name__, exc, delay,
                           extra={"mode": self.mode})
                 await self.alerts.publish("error", f"[{self.mode.upper()}] trading could not start: {type(exc).__name__}: "
-                                          f"{exc}; retrying in {delay:.0f} s", {})
+                                          f"{exc}; retrying in {delay:.0f} s",
+                                          {"dedup_key": f"trading-start:{type(exc).__name__}"})
                 await asyncio.sleep(delay)
                 delay = min(60.0, delay * 2)
 
@@ -261,7 +303,8 @@ class Worker:
             self.alerts.on_trade_closed = self._trade_closed
         options = self.runtime_options or RuntimeOptions(warmup_candles=DEFAULT_WARMUP_CANDLES)
         runtime = TradingRuntime(config, on_alert=self.alerts.execution, options=options)
-        wire_entry_gate(runtime, self.risk)
+        self._reconciled_connects = 0  # connect counts are the new runtime's own (a retried start)
+        wire_entry_gate(runtime, self.risk, self.entry_block)
         runtime.on_stream_event = self._on_stream_event
         if self.chatops is not None:
             runtime.entry_approval = self.chatops.entry_approval  # approval mode (a no-op while it is off)
@@ -338,9 +381,11 @@ class Worker:
             log.warning("%s stream reconnected after %.1f s", event.stream if hasattr(event, "stream") else "a",
                         getattr(event, "downtime_s", 0.0), extra={"mode": self.mode})
             await self.alerts.publish("reconnect", f"[{self.mode.upper()}] stream reconnected", {})
-            if self.reconciler is not None and (self._reconcile_task is None or self._reconcile_task.done()):
-                # events may have been missed while it was down: compare with the exchange now (not inline)
-                self._reconcile_task = asyncio.create_task(self.reconcile("stream reconnect"), name="reconcile-reconnect")
+            # events may have been missed while it was down: compare with the exchange now (not inline);
+            # entries stay refused (entry_block) until a run that started after this reconnect succeeds
+            self._reconcile_again = True
+            if self._reconcile_task is None or self._reconcile_task.done():
+                self._reconcile_task = asyncio.create_task(self._reconcile_after_reconnects(), name="reconcile-reconnect")
             broker = self.runtime.broker if self.runtime is not None else None
             if broker is not None and self.reconciler is not None:
                 broker.catch_up_funding()  # a funding payment settled while the account stream was down
@@ -357,18 +402,62 @@ class Worker:
         if noted:
             log.info("account %s noted: %s", event.reason, ", ".join(str(n) for n in noted), extra={"mode": self.mode})
 
-    async def reconcile(self, reason: str) -> None:
-        """One reconciliation run (live), with health and circuit-breaker bookkeeping."""
+    def entry_block(self) -> str | None:
+        """Why entries must wait right now after a stream disconnect, or None (the entry gate's first check).
+
+        From the moment a stream is seen down until a reconciliation that started after its reconnect
+        has succeeded, entries are refused: the exchange may have changed while events were missed.
+        On the tick-to-order path: in-memory reads only. Paper mode has no exchange state to reconcile
+        and waits only while its market stream is down.
+        """
+        runtime = self.runtime
+        if runtime is None:
+            return None
+        connections = _stream_connections(runtime)
+        for conn in connections:
+            if not conn.connected.is_set():
+                return f"{RECONCILING_REASON}: the {conn.name} stream is down"
+        # every connection's first connect is covered by the start-up reconciliation
+        covered = max(self._reconciled_connects, len(connections))
+        if sum(conn.connect_count for conn in connections) > covered:
+            return f"{RECONCILING_REASON}: waiting for the reconciliation after the reconnect"
+        return None
+
+    async def _reconcile_after_reconnects(self) -> None:
+        """Reconcile after stream reconnects until a run succeeds with no reconnect during it (retried with backoff)."""
+        delay = 5.0
+        while self._reconcile_again:
+            self._reconcile_again = False
+            if await self.reconcile("stream reconnect"):
+                continue  # another reconnect during that run sets the flag again: one more run
+            self._reconcile_again = True
+            log.warning("reconciliation after a stream reconnect failed; entries stay refused, retrying in %.0f s", delay,
+                        extra={"mode": self.mode})
+            await asyncio.sleep(delay)
+            delay = min(60.0, delay * 2)
+
+    async def reconcile(self, reason: str) -> bool:
+        """One reconciliation run (live), with health and circuit-breaker bookkeeping; True when it succeeded.
+
+        A successful run lets entries resume after the stream reconnects that happened before it started.
+        Paper mode has nothing on the exchange to reconcile: always a success.
+        """
+        # counted BEFORE the run: a reconnect while it runs is not covered by it
+        connects = sum(conn.connect_count for conn in _stream_connections(self.runtime)) if self.runtime is not None else 0
         if self.reconciler is None:
-            return
+            self._reconciled_connects = max(self._reconciled_connects, connects)
+            return True
         try:
             report = await self.reconciler.run(reason)
         except Exception as exc:
             await self.api_failed(f"reconciliation ({reason})", exc)
-            return
+            return False
         self._note_api(report.error)
         if report.error is not None:
             await self.risk.record_api_error(f"reconciliation: {report.error}")
+            return False
+        self._reconciled_connects = max(self._reconciled_connects, connects)
+        return True
 
     def _note_api(self, error: str | None) -> None:
         if error is None:
@@ -400,12 +489,15 @@ class Worker:
             text += "; given up, entries halted"
         else:
             text += "; restarting"
-        await self.alerts.publish("error", text, {"component": name})
+        # the same failure repeating (a restart loop) is one chat alert per de-duplication window
+        outcome = "gave-up" if gave_up else "restarting"
+        await self.alerts.publish("error", text, {"component": name,
+                                                  "dedup_key": f"component:{name}:{type(exc).__name__}:{outcome}"})
 
     def _on_job_error(self, job: str, exc: BaseException) -> None:
         asyncio.get_running_loop().create_task(
             self.alerts.publish("error", f"[{self.mode.upper()}] scheduled job {job} failed: {type(exc).__name__}: {exc}",
-                                {"job": job}))
+                                {"job": job, "dedup_key": f"job:{job}:{type(exc).__name__}"}))
 
     async def _health_monitor(self) -> None:
         """Mirror the halted state into /health and systemd's status line."""

@@ -33,7 +33,7 @@ from tests.chatops_fixtures import (
     make_config,
     make_signal,
 )
-from tests.fake_discord import FakeDiscord, interaction_payload
+from tests.fake_discord import APP_ID, FakeDiscord, interaction_payload
 from tests.fakes_trading import FakeTrading
 
 
@@ -70,6 +70,16 @@ def _feed(stack: Stack, payload: dict) -> str:
 
 def _callbacks(stack: Stack, interaction_id: str) -> list:
     return stack.fake.matching("POST", f"/interactions/{interaction_id}/")
+
+
+def _followups(stack: Stack, interaction_id: str) -> list:
+    """Follow-up messages sent with the interaction's token (after a deferral)."""
+    return stack.fake.matching("POST", f"/webhooks/{APP_ID}/itoken{interaction_id}")
+
+
+def _original_edits(stack: Stack, interaction_id: str) -> list:
+    """Edits of the interaction's original message (for a button: the message the button is on)."""
+    return stack.fake.matching("PATCH", f"/webhooks/{APP_ID}/itoken{interaction_id}/messages/@original")
 
 
 async def test_slash_status_for_an_authorized_user(stack: Stack) -> None:
@@ -112,16 +122,18 @@ async def test_approval_buttons_on_discord(stack: Stack) -> None:
     # a read-only user cannot decide; a stranger is ignored
     user_tap = _feed(stack, interaction_payload(user_id=D_USER, channel_id=D_CHANNEL, custom_id=buttons[0], message=message))
     stranger_tap = _feed(stack, interaction_payload(user_id=D_STRANGER, channel_id=D_CHANNEL, custom_id=buttons[0], message=message))
-    [refusal] = await stack.fake.wait_for(lambda: _callbacks(stack, user_tap))
-    assert "Only admins" in refusal.body["data"]["content"] and refusal.body["data"]["flags"] == 64
+    [deferral] = await stack.fake.wait_for(lambda: _callbacks(stack, user_tap))
+    assert deferral.body["type"] == 6  # buttons are acknowledged at once, answered after
+    [refusal] = await stack.fake.wait_for(lambda: _followups(stack, user_tap))
+    assert "Only admins" in refusal.body["content"] and refusal.body["flags"] == 64
     admin_tap = _feed(stack, interaction_payload(user_id=D_ADMIN, channel_id=D_CHANNEL, custom_id=buttons[0], message=message))
     decision = await asyncio.wait_for(stack.approvals.wait(approval_id), 5)
     assert decision.approved and decision.decided_by == f"discord:{D_ADMIN}"
-    [ack] = await stack.fake.wait_for(lambda: _callbacks(stack, admin_tap))
-    assert ack.body["data"]["content"] == "Approved"
+    [ack] = await stack.fake.wait_for(lambda: _followups(stack, admin_tap))
+    assert ack.body["content"] == "Approved"
     edit = await stack.fake.wait_for(lambda: stack.fake.matching("PATCH", f"/messages/{message_id}"))
     assert "APPROVED" in edit[0].body["embeds"][0]["title"] and edit[0].body["components"] == []
-    assert _callbacks(stack, stranger_tap) == []
+    assert _callbacks(stack, stranger_tap) == [] and _followups(stack, stranger_tap) == []
     assert (await Approval.get(id=approval_id)).status is ApprovalStatus.APPROVED
 
 
@@ -130,9 +142,10 @@ async def test_stop_confirmation_on_discord(stack: Stack) -> None:
     [reply] = await stack.fake.wait_for(lambda: _callbacks(stack, ask))
     confirm = reply.body["data"]["components"][0]["components"][0]["custom_id"]
     press = _feed(stack, interaction_payload(user_id=D_ADMIN, channel_id=D_CHANNEL, custom_id=confirm, message={"id": "1", "channel_id": str(D_CHANNEL)}))
-    [edit] = await stack.fake.wait_for(lambda: _callbacks(stack, press))
-    assert edit.body["type"] == 7  # UPDATE_MESSAGE: the question is replaced by the result
-    assert edit.body["data"]["embeds"][0]["title"] == "Emergency stop done: flat"
+    [deferral] = await stack.fake.wait_for(lambda: _callbacks(stack, press))
+    assert deferral.body["type"] == 6  # DEFERRED_UPDATE_MESSAGE, then the question is replaced by the result
+    [edit] = await stack.fake.wait_for(lambda: _original_edits(stack, press))
+    assert edit.body["embeds"][0]["title"] == "Emergency stop done: flat"
     assert stack.trading.calls == [("emergency_stop", f"discord:{D_ADMIN}")]
 
 
