@@ -3,7 +3,8 @@
 The bot side is what ``trading-bot run`` runs in live mode: ``TradingRuntime`` (MarketStream ->
 MarketFeed -> SymbolEngine -> ExecutionBroker -> signal, trade and order intent committed to
 SQLite -> signed REST placement) behind the worker's own risk gate (``bot.worker.wire_entry_gate``:
-trading state, protections, exposure, order rate, available margin), logging at INFO to a file.
+the reconnect gate, trading state, protections, exposure, order rate, available margin), logging at
+INFO to a file.
 It runs in this process, pinned to ONE core. The exchange is the BingX simulator in its own
 process (``bench/latency_exchange.py``), pinned to the other core when there is one, on 127.0.0.1.
 
@@ -60,6 +61,7 @@ from cpu_reference import reference_ms  # noqa: E402
 from bot.config import AppConfig  # noqa: E402
 from bot.gc_tuning import collect_young_less_often, freeze_heap  # noqa: E402
 from bot.logging_setup import setup_logging, stop_logging  # noqa: E402
+from bot.reconnect_gate import ReconnectGate  # noqa: E402
 from bot.worker import ENTRY_VIEW_TTL_S, wire_entry_gate  # noqa: E402
 from db.database import checkpoint, close_db, init_db  # noqa: E402
 from engine.backtest.runner import run_backtest  # noqa: E402
@@ -187,7 +189,8 @@ async def one_run(file: str, last_index: int, signal_times: list[int], start_ms:
                              exit_grace_s=1.0, settle_timeout_s=10.0)
     runtime = TradingRuntime(config, options=options)
     risk = RiskManager(config, entry_view_ttl_s=ENTRY_VIEW_TTL_S)  # as the worker builds it
-    wire_entry_gate(runtime, risk)
+    reconnect_gate = ReconnectGate(runtime)
+    wire_entry_gate(runtime, risk, reconnect_gate.block)  # as the worker wires it
     jobs = asyncio.create_task(_risk_view_job(risk))
     checkpointed = time.monotonic()
     samples: list[float] = []
@@ -205,6 +208,9 @@ async def one_run(file: str, last_index: int, signal_times: list[int], start_ms:
                 continue
             await exchange.clock(action="advance", to_ms=signal_ms + ONE_MINUTE_MS - 1)  # the whole signal candle
             before = len((await _drain(exchange, runtime))["entries_ns"])
+            # no reconciler here: a loopback reconnect (rare) counts as reconciled between signals, as the worker's
+            # reconciliation after it would have done long before the next signal
+            reconnect_gate.covered(reconnect_gate.connects())
             if time.monotonic() - checkpointed >= 60:
                 # the worker's db_checkpoint and gc jobs, between signals as the worker runs them between candle closes
                 # (the replay crams hours of market data into each wall-clock minute, so they run every minute here)

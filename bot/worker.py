@@ -14,7 +14,7 @@ Start (``trading-bot run``), in this order - nothing trades before reconciliatio
    watched) and the scheduled jobs (``bot.jobs``).
 
 While running: from the moment a market or account stream is seen down until a reconciliation that
-started after its reconnect has succeeded, the entry gate refuses entries (``Worker.entry_block``);
+started after its reconnect has succeeded, the entry gate refuses entries (``bot.reconnect_gate``);
 exits and stop management go on.
 
 Stop (SIGTERM/SIGINT, within ``shutdown.timeout_s``): entries halted, jobs and components
@@ -40,6 +40,7 @@ from bot.dashboard import DashboardInputs, render_dashboard
 from bot.gc_tuning import collect_young_less_often, freeze_heap
 from bot.health import HealthServer, HealthState
 from bot.jobs import WorkerJobs
+from bot.reconnect_gate import ReconnectGate
 from bot.scheduler import JobScheduler
 from bot.supervisor import Supervisor
 from bot.systemd_notify import SystemdNotifier
@@ -68,9 +69,6 @@ def _is_loopback(url: str | None) -> bool:
 ENTRY_VIEW_TTL_S = 2.5
 
 
-RECONCILING_REASON = "reconciling after a disconnect"
-
-
 def wire_entry_gate(runtime: Any, risk: Any, entry_block: Callable[[], str | None] | None = None) -> None:
     """Put ``risk``'s entry gate in front of ``runtime``'s broker, with the runtime's prices, margin and contracts.
 
@@ -96,23 +94,6 @@ def wire_entry_gate(runtime: Any, risk: Any, entry_block: Callable[[], str | Non
         return await risk_gate(request)
 
     runtime.pre_trade_gate = gate
-
-
-def _stream_connections(runtime: Any) -> list[Any]:
-    """The runtime's WebSocket connections (account stream in live mode, every market-stream shard).
-
-    Each is a ``ReconnectingConnection``: ``connected`` (an ``asyncio.Event``) and ``connect_count``
-    (raised on every successful (re)connect, BEFORE ``connected`` is set and before the reconnect event
-    reaches the worker) are plain in-memory reads.
-    """
-    connections = []
-    account = getattr(runtime, "account_stream", None)
-    if account is not None:
-        connections.append(account.conn)
-    market = getattr(runtime, "market_stream", None)
-    if market is not None:
-        connections.extend(market.connections)
-    return connections
 
 
 def _broker_exposures(runtime: Any) -> list[Any]:
@@ -190,10 +171,8 @@ class Worker:
         self._lock: Any = None
         self._stop_event = asyncio.Event()
         self._reconcile_task: asyncio.Task[None] | None = None
-        # entries wait for a reconciliation after every stream reconnect (see entry_block): the sum of the
-        # streams' connect counts the last successful reconciliation covered, and whether another run is due
-        self._reconciled_connects = 0
-        self._reconcile_again = False
+        self.reconnect_gate: ReconnectGate | None = None  # entries wait for a reconciliation after a stream reconnect
+        self._reconcile_again = False  # a reconnect arrived since the last reconciliation run started
         self._trading_task: asyncio.Task[None] | None = None
         self._last_kline: dict[str, tuple[Any, ...]] = {}
         self.runtime_stopped = False
@@ -303,7 +282,7 @@ class Worker:
             self.alerts.on_trade_closed = self._trade_closed
         options = self.runtime_options or RuntimeOptions(warmup_candles=DEFAULT_WARMUP_CANDLES)
         runtime = TradingRuntime(config, on_alert=self.alerts.execution, options=options)
-        self._reconciled_connects = 0  # connect counts are the new runtime's own (a retried start)
+        self.reconnect_gate = ReconnectGate(runtime)  # connect counts are the new runtime's own (a retried start)
         wire_entry_gate(runtime, self.risk, self.entry_block)
         runtime.on_stream_event = self._on_stream_event
         if self.chatops is not None:
@@ -403,25 +382,9 @@ class Worker:
             log.info("account %s noted: %s", event.reason, ", ".join(str(n) for n in noted), extra={"mode": self.mode})
 
     def entry_block(self) -> str | None:
-        """Why entries must wait right now after a stream disconnect, or None (the entry gate's first check).
-
-        From the moment a stream is seen down until a reconciliation that started after its reconnect
-        has succeeded, entries are refused: the exchange may have changed while events were missed.
-        On the tick-to-order path: in-memory reads only. Paper mode has no exchange state to reconcile
-        and waits only while its market stream is down.
-        """
-        runtime = self.runtime
-        if runtime is None:
-            return None
-        connections = _stream_connections(runtime)
-        for conn in connections:
-            if not conn.connected.is_set():
-                return f"{RECONCILING_REASON}: the {conn.name} stream is down"
-        # every connection's first connect is covered by the start-up reconciliation
-        covered = max(self._reconciled_connects, len(connections))
-        if sum(conn.connect_count for conn in connections) > covered:
-            return f"{RECONCILING_REASON}: waiting for the reconciliation after the reconnect"
-        return None
+        """Why entries must wait right now after a stream disconnect, or None (``bot.reconnect_gate``)."""
+        gate = self.reconnect_gate
+        return gate.block() if gate is not None else None
 
     async def _reconcile_after_reconnects(self) -> None:
         """Reconcile after stream reconnects until a run succeeds with no reconnect during it (retried with backoff)."""
@@ -442,10 +405,11 @@ class Worker:
         A successful run lets entries resume after the stream reconnects that happened before it started.
         Paper mode has nothing on the exchange to reconcile: always a success.
         """
-        # counted BEFORE the run: a reconnect while it runs is not covered by it
-        connects = sum(conn.connect_count for conn in _stream_connections(self.runtime)) if self.runtime is not None else 0
+        gate = self.reconnect_gate
+        connects = gate.connects() if gate is not None else 0  # BEFORE the run: a reconnect during it is not covered
         if self.reconciler is None:
-            self._reconciled_connects = max(self._reconciled_connects, connects)
+            if gate is not None:
+                gate.covered(connects)
             return True
         try:
             report = await self.reconciler.run(reason)
@@ -456,7 +420,8 @@ class Worker:
         if report.error is not None:
             await self.risk.record_api_error(f"reconciliation: {report.error}")
             return False
-        self._reconciled_connects = max(self._reconciled_connects, connects)
+        if gate is not None:
+            gate.covered(connects)
         return True
 
     def _note_api(self, error: str | None) -> None:

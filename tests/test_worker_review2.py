@@ -24,7 +24,8 @@ import discord
 import pytest
 
 from bot.discord_adapter import DiscordAdapter
-from bot.worker import RECONCILING_REASON, Worker
+from bot.reconnect_gate import RECONCILING_REASON, stream_connections
+from bot.worker import Worker
 from db.models import Signal, SignalFate, Trade, TradeState
 from commands import build_dispatcher
 from commands.approvals import ApprovalService
@@ -98,9 +99,7 @@ async def _drop_streams_and_see_them_down(sim: Any, worker: Worker, streams: int
 
 
 def _connections(worker: Worker) -> list[Any]:
-    from bot.worker import _stream_connections
-
-    return _stream_connections(worker.runtime)
+    return stream_connections(worker.runtime)
 
 
 async def test_entry_between_a_drop_and_the_end_of_the_reconciliation_is_refused_then_entries_resume(
