@@ -316,8 +316,10 @@ class WorkerTradingPorts:
                 roles = ", ".join(sorted(set(pending.values())))
                 reasons.append(f"the {roles} placement of {ctx.symbol} {ctx.strategy} ({ctx.trade_id}) has an unknown "
                                "outcome (the order tracker is still looking it up)")
-        rejected = REJECTED_EXIT.search(broker.halted_reason or "")
-        if rejected is not None:
+        for halt in broker.halt_reasons:  # every reason since the last resume, not only the first
+            rejected = REJECTED_EXIT.search(halt)
+            if rejected is None:
+                continue
             symbol = rejected.group(2)
             held = [t.position_id for t in broker.open_trades() if t.symbol == symbol]
             if held:

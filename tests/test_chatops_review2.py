@@ -209,6 +209,7 @@ async def test_resume_refuses_while_a_rejected_exit_left_its_position_open(db_ur
     broker, risk = paper_broker(), RiskManager(config)
     held = SimpleNamespace(symbol=SYM, position_id="pos-7")
     broker.open_trades = lambda: [held]  # type: ignore[method-assign] - the trade the broker still holds
+    broker.halt("supervisor gave up on the funding job")  # an earlier halt: the rejected exit is not the first reason
     broker.halt(f"exit ex-9 on {SYM} rejected by the exchange")
     ports = WorkerTradingPorts(worker_for(config, alerts, runtime=runtime_with(broker=broker), risk=risk))
     refused = await build_dispatcher(config, ports, ports).dispatch(ME, "resume", [])

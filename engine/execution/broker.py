@@ -148,7 +148,8 @@ class ExecutionBroker:
         self.trades = TradeStore(self.mode)
         self.engines: dict[str, SymbolEngine] = {}
         self.last_price: dict[str, float] = {}
-        self.halted_reason: str | None = None
+        self.halted_reason: str | None = None  # the first reason since the last resume (what /health shows)
+        self.halt_reasons: list[str] = []  # every distinct reason since the last resume (what /resume must check)
         self.wallet = ZERO
         self._ctx: dict[str, TradeCtx] = {}  # open or pending trades by engine trade id
         self._route: dict[int, tuple[TradeCtx, str]] = {}  # DB order id -> (trade, role: entry/stop/target/exit)
@@ -208,6 +209,8 @@ class ExecutionBroker:
 
         ``expected`` marks a planned halt (a normal shutdown): logged at INFO, not as an error.
         """
+        if reason not in self.halt_reasons:
+            self.halt_reasons.append(reason)
         if self.halted_reason is None:
             self.halted_reason = reason
             level = logging.INFO if expected else logging.ERROR
@@ -216,6 +219,7 @@ class ExecutionBroker:
     def resume(self) -> None:
         """Allow entries again (an operator's decision)."""
         self.halted_reason = None
+        self.halt_reasons.clear()
 
     @property
     def active_trades(self) -> list[TradeCtx]:
