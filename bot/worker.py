@@ -391,8 +391,11 @@ class Worker:
         delay = 5.0
         while self._reconcile_again:
             self._reconcile_again = False
-            if await self.reconcile("stream reconnect"):
-                continue  # another reconnect during that run sets the flag again: one more run
+            try:
+                if await self.reconcile("stream reconnect"):
+                    continue  # another reconnect during that run sets the flag again: one more run
+            except Exception:  # whatever broke, entries stay refused until a run succeeds: keep trying
+                log.exception("reconciliation after a stream reconnect raised", extra={"mode": self.mode})
             self._reconcile_again = True
             log.warning("reconciliation after a stream reconnect failed; entries stay refused, retrying in %.0f s", delay,
                         extra={"mode": self.mode})
@@ -418,7 +421,8 @@ class Worker:
             return False
         self._note_api(report.error)
         if report.error is not None:
-            await self.risk.record_api_error(f"reconciliation: {report.error}")
+            with contextlib.suppress(Exception):  # the breaker's bookkeeping (a DB write) must not end the retries
+                await self.risk.record_api_error(f"reconciliation: {report.error}")
             return False
         if gate is not None:
             gate.covered(connects)

@@ -176,6 +176,28 @@ async def test_a_failed_reconciliation_keeps_entries_refused(live_worker: tuple[
     assert worker.entry_block() is None
 
 
+async def test_a_failed_reconciliation_whose_bookkeeping_fails_too_is_retried_until_entries_resume(
+        live_worker: tuple[Any, Worker, int]) -> None:
+    """The run fails (the exchange answers 5xx) and so does the circuit breaker's DB write: the retry loop goes on."""
+    sim, worker, _start_ms = live_worker
+    held = HeldReconciler(worker.reconciler)
+
+    async def breaker_write_fails(what: str) -> None:
+        raise ConnectionError("database unavailable")
+
+    worker.risk.record_api_error = breaker_write_fails  # the database under the breaker is down
+    await _drop_streams_and_see_them_down(sim, worker)
+    await wait_for(lambda: held.started == ["stream reconnect"], 10, "the reconciliation to start")
+    sim.faults.update({"rest_5xx_fraction": 1.0})
+    held.release.set()
+    await wait_for(lambda: len(held.finished) >= 1, 20, "the failed reconciliation to end")
+    assert worker.entry_block() is not None
+    sim.faults.clear()
+    # no periodic run here: the loop's own retry (after 5 s) must succeed and let entries resume
+    await wait_for(lambda: worker.entry_block() is None, 20, "the retried reconciliation to let entries resume")
+    assert held.started.count("stream reconnect") >= 2
+
+
 async def test_paper_refuses_entries_while_its_market_stream_is_down(paper_worker: tuple[Any, Worker, int]) -> None:
     sim, worker, _start_ms = paper_worker
     assert worker.reconciler is None and worker.entry_block() is None

@@ -98,14 +98,20 @@ class TradingStateStore:
         raises (the exception still propagates: the caller says the state is not saved).
         """
         previous = self._held
-        if not state.allows_entries:
-            self._held = StateInfo(state, reason[:255], actor[:64], datetime.now(UTC))
+        mine = StateInfo(state, reason[:255], actor[:64], datetime.now(UTC)) if not state.allows_entries else None
+        if mine is not None:
+            self._held = mine
             self.changes += 1  # readers holding a copy re-read: entries stop now, not after the write
         try:
             if previous is None:
                 previous = await self._stored()
             row = await TradingStateRecord.create(state=state.value, reason=reason[:255], actor=actor[:64])
         except Exception:
+            if mine is not None and self._held is None:
+                # another write succeeded meanwhile and cleared what was held (a flapping database): this stop
+                # was never stored, so it is in force again (a halt must not be lost to a later pause)
+                self._held = mine
+                self.changes += 1
             if self._held is not None:
                 log.critical("trading state %s by %s is in force in memory only: the database write failed "
                              "(a restart would forget it)", self._held.state.value, actor, exc_info=True)
