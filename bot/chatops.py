@@ -273,18 +273,21 @@ class WorkerTradingPorts:
         from commands.ports import ResumeRefusedError
 
         broker = self._broker
+        checked = list(broker.halt_reasons) if broker is not None else []  # a halt arriving during the checks stays
         if broker is not None and broker.halted_reason is not None:
             blockers = await self._unresolved(broker)
             if blockers:
                 raise ResumeRefusedError(f"entries stay halted ({broker.halted_reason}): " + "; ".join(blockers))
         risk = self._require_risk()
         await risk.resume(actor)
-        if broker is not None and broker.halted_reason is not None:
-            log.warning("execution halt (%s) cleared by %s", broker.halted_reason, actor)
-            broker.resume()
+        if broker is not None and checked:
+            log.warning("execution halt (%s) cleared by %s", "; ".join(checked), actor)
+            broker.resume(checked)
         note = None
         if broker is None:
             note = "trading has not started yet: entries begin once it does"
+        elif broker.halted_reason is not None:
+            note = f"a new halt came in meanwhile and stays: {broker.halted_reason}"
         else:
             with contextlib.suppress(Exception):
                 if not await risk.entries_allowed():

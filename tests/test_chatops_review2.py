@@ -204,6 +204,25 @@ async def test_resume_after_an_emergency_stop_allows_entries_again(db_url: str, 
     assert broker.halted_reason is None and await risk.entries_allowed()
 
 
+async def test_a_halt_that_arrives_while_resume_checks_stays_in_force(db_url: str, sim: Any) -> None:
+    """/resume lifts only the halts it checked: one the broker raises during its awaits (a close rejected just
+    then) stays, and the reply says so."""
+    config, alerts = live_config(sim), Alerts()
+    broker, risk = paper_broker(), RiskManager(config)
+    broker.halt("supervisor gave up on the funding job")
+    real_resume = risk.resume
+
+    async def resume_while_a_close_is_rejected(actor: str) -> Any:
+        broker.halt(f"exit ex-3 on {SYM} rejected by the exchange")  # the broker's worker runs during this await
+        return await real_resume(actor)
+
+    risk.resume = resume_while_a_close_is_rejected
+    ports = WorkerTradingPorts(worker_for(config, alerts, runtime=runtime_with(broker=broker), risk=risk))
+    resumed = await build_dispatcher(config, ports, ports).dispatch(ME, "resume", [])
+    assert broker.halted_reason == f"exit ex-3 on {SYM} rejected by the exchange"
+    assert "new halt" in text_of(resumed), text_of(resumed)
+
+
 async def test_resume_refuses_while_a_rejected_exit_left_its_position_open(db_url: str, sim: Any) -> None:
     config, alerts = live_config(sim), Alerts()
     broker, risk = paper_broker(), RiskManager(config)
@@ -301,3 +320,28 @@ async def test_one_way_short_is_closed_under_both_sign_readings(signed: bool) ->
         assert any("SHORT" in c for c in report.closed_positions), report.closed_positions
     finally:
         await sim.stop()
+
+
+async def test_a_halt_whose_write_fails_is_not_lost_to_a_pause_stored_meanwhile(db_url: str, monkeypatch: Any) -> None:
+    """A flapping database: the emergency stop's HALTED write hangs and then fails, while a pause is stored in
+    between. The pause's success must not clear the halt from memory: the bot stays HALTED, not merely PAUSED."""
+    from engine.risk.state import TradingStateStore
+
+    store = TradingStateStore()
+    real_create = TradingStateRecord.create
+    halted_write_may_fail = asyncio.Event()
+
+    async def flapping_create(**row: Any) -> Any:
+        if row["state"] == TradingState.HALTED.value:
+            await halted_write_may_fail.wait()
+            raise ConnectionError("database unavailable")
+        return await real_create(**row)
+
+    monkeypatch.setattr(TradingStateRecord, "create", flapping_create)
+    halting = asyncio.create_task(store.set(TradingState.HALTED, "emergency stop by telegram:111", "telegram:111"))
+    await until(lambda: store.unsaved is not None, 5, "the halt to be in force in memory")
+    await store.set(TradingState.PAUSED, "paused from chat", "telegram:111")  # stored
+    halted_write_may_fail.set()
+    with pytest.raises(ConnectionError):
+        await halting
+    assert (await store.current()).state is TradingState.HALTED

@@ -406,3 +406,213 @@ async def test_production_margin_asset_is_usdt_even_when_usdc_is_listed_first(db
     assert await unset.wallet_balance() == Decimal(120)  # never another asset over USDT
     demo = LiveVenue(_Rest([_balance("VST", "100000", "90000")]), quote_asset="VST")  # type: ignore[arg-type]
     assert await demo.available_margin() == Decimal(90000)
+
+
+# -- third review: a position with no stop is never abandoned while the API only says "not now" ----------------
+
+
+def _refusing_place(runtime: TradingRuntime, refuse: Any, attempts: list[Any]) -> None:
+    """Wrap ``LiveVenue.place``: ``refuse(spec)`` True answers what LiveVenue.place raises for a 100410 (transient,
+    retry after 0.05 s). The simulator's own 100410 makes the client pause for 5 minutes on a second hit, longer
+    than a test should wait; the broker sees the same refusal either way."""
+    from engine.execution.venue import PlacementRejected
+
+    real_place = runtime.live.place  # type: ignore[union-attr]
+
+    async def place(spec: Any) -> Any:
+        attempts.append(spec)
+        if refuse(spec):
+            raise PlacementRejected("[BingX code 100410] rate limit (paused)", code=100410, transient=True,
+                                    retry_after_s=0.05)
+        return await real_place(spec)
+
+    runtime.live.place = place  # type: ignore[union-attr,method-assign]
+
+
+async def test_stop_refused_for_now_longer_than_a_few_tries_is_retried_never_closed(db_url: str) -> None:
+    """The stop was cancelled outside the bot and the API refuses everything for now (rate-limit pause) for longer
+    than the old three tries: the broker keeps retrying the stop (no close at market, which would be refused too and
+    leave nobody retrying), alerts "NO STOP" once, not per try, and the stop works again when the pause ends."""
+    alerts = Alerts()
+    async with _trading(db_url, alerts, protect_retry_s=0.01) as (sim, runtime, _):
+        assert runtime.broker is not None and runtime.live is not None
+        [old_stop] = _working_stops(sim)
+        held, orders_before = _position(sim), len(sim.state()["orders"])
+        attempts: list[Any] = []
+        stop_tries = lambda: sum(1 for a in attempts if a.order_type == "STOP_MARKET")  # noqa: E731
+        # the pause lasts 6 stop placements; a market close meanwhile would be refused as well
+        _refusing_place(runtime, lambda spec: spec.order_type == "MARKET" or stop_tries() <= 6, attempts)
+        sim.engine.cancel(SYMBOL, str(old_stop["orderId"]), None)
+        await wait_for(lambda: bool(_working_stops(sim)), 20.0, "the stop placed after the pause")
+        await runtime.wait_idle()
+        [stop] = _working_stops(sim)
+        assert Decimal(str(stop["origQty"])) == held and _position(sim) == held
+        assert stop_tries() == 7 and not [a for a in attempts if a.order_type == "MARKET"]  # never a close
+        assert _market_closes(sim, orders_before) == []
+        assert sum(1 for kind, text in alerts.seen if "NO STOP" in text) == 1, alerts.seen  # loud, not per try
+        assert alerts.has("protection", "stop is working again")
+        assert not alerts.has("error", "closing at market")
+        ctx = runtime.broker.active_trades[0]
+        assert ctx.stop is not None and ctx.stop.exchange_order_id == str(stop["orderId"])
+        assert ctx.position.manager is not None and not ctx.position.manager.closed  # still managed by the engine
+        assert (await Trade.get(mode="live")).state is TradeState.OPEN
+
+
+async def test_emergency_close_refused_for_now_is_sent_again(db_url: str) -> None:
+    """The new stop is refused for good (no stop works): the position is closed at market; that close is refused
+    for now (rate limit) twice: it is sent again on a timer until it goes through (before: abandoned, the trade left
+    open with no stop and nothing retrying)."""
+    alerts = Alerts()
+    async with _trading(db_url, alerts, protect_retry_s=0.01) as (sim, runtime, _):
+        assert runtime.broker is not None and runtime.live is not None
+        [old_stop] = _working_stops(sim)
+        attempts: list[Any] = []
+        market_tries = lambda: sum(1 for a in attempts if a.order_type == "MARKET")  # noqa: E731
+        _refusing_place(runtime, lambda spec: spec.order_type == "MARKET" and market_tries() <= 2, attempts)
+        sim.faults.reject_next_orders.append((110406, "refused for good"))
+        sim.engine.cancel(SYMBOL, str(old_stop["orderId"]), None)
+        await wait_for(lambda: _position(sim) == 0, 20.0, "the emergency close sent again and filled")
+        await runtime.wait_idle()
+        assert market_tries() == 3
+        assert alerts.has("error", "refused the emergency close") and alerts.has("error", "WITHOUT A STOP")
+        assert (await Trade.get(mode="live")).state is TradeState.CLOSED
+
+
+async def test_fallback_waits_for_a_confirmed_cancel_before_placing(db_url: str) -> None:
+    """A replacement refused for good (quantity cap, 110406) falls back to cancel-then-place; the cancel gets no
+    answer and the lookup shows the old stop still working: the old stop stays the protection and the step is tried
+    again later (before: the new stop was placed at once, refused again under the cap, and the protected trade was
+    closed at market)."""
+    alerts = Alerts()
+    async with _trading(db_url, alerts, protect_retry_s=0.05) as (sim, runtime, _):
+        broker = runtime.broker
+        assert broker is not None and runtime.live is not None
+        ctx = broker.active_trades[0]
+        [old_stop] = _working_stops(sim)
+        held, orders_before = _position(sim), len(sim.state()["orders"])
+        real_cancel = runtime.live.cancel
+        lost: list[str] = []
+
+        async def cancel_unanswered_once(symbol: str, exchange_order_id: str) -> Any:
+            if not lost:
+                lost.append(exchange_order_id)
+                raise asyncio.TimeoutError("cancel: no answer")  # it never reached the exchange
+            return await real_cancel(symbol, exchange_order_id)
+
+        runtime.live.cancel = cancel_unanswered_once  # type: ignore[method-assign]
+        sim.faults.reject_next_orders.extend([(110406, "exists"), (110406, "exists")])
+        new_level = _trail_target(ctx, broker.last_price[SYMBOL])
+        broker.move_stop(SYMBOL, ctx.position, StopMove(new_level, 1.0, 0.5), 0)
+        await wait_for(lambda: bool(lost), 10.0, "the fallback's cancel")
+        await runtime.wait_idle()
+        assert _position(sim) == held and _market_closes(sim, orders_before) == []
+        assert [s["orderId"] for s in _working_stops(sim)] == [old_stop["orderId"]]  # still protected, no second stop
+        assert alerts.has("error", "cancelling the old one was not confirmed")
+        # tried again: this time the cancel works and the new stop is placed; one stop, no close
+        await wait_for(lambda: any(s["orderId"] != old_stop["orderId"] for s in _working_stops(sim)), 15.0, "the new stop")
+        await runtime.wait_idle()
+        [stop] = _working_stops(sim)
+        assert abs(Decimal(str(stop["stopPrice"])) - Decimal(repr(new_level))) <= broker.venue.price_tick(SYMBOL)
+        assert _position(sim) == held and _market_closes(sim, orders_before) == []
+        assert not alerts.has("error", "closing at market")
+        assert (await Trade.get(mode="live")).state is TradeState.OPEN
+
+
+async def test_stand_down_stops_pending_protect_retries(db_url: str) -> None:
+    """/stop (stand_down) while a refused stop waits for its timed retry: the retry places nothing (the emergency
+    stop is cancelling every order and flattening the account), and raises no "WITHOUT A STOP" / market close."""
+    alerts = Alerts()
+    async with _trading(db_url, alerts, protect_retry_s=0.3) as (sim, runtime, _):
+        broker = runtime.broker
+        assert broker is not None and runtime.live is not None
+        ctx = broker.active_trades[0]
+        [old_stop] = _working_stops(sim)
+        held, orders_before = _position(sim), len(sim.state()["orders"])
+        attempts: list[Any] = []
+        _refusing_place(runtime, lambda spec: len(attempts) == 1, attempts)
+        sim.engine.cancel(SYMBOL, str(old_stop["orderId"]), None)
+        await wait_for(lambda: ctx.protect_retry_pending, 10.0, "the refused stop's retry scheduled")
+        broker.stand_down("emergency stop by test")
+        await wait_for(lambda: not ctx.protect_retry_pending, 10.0, "the retry fired")
+        await runtime.wait_idle()
+        assert len(attempts) == 1 and _working_stops(sim) == []  # nothing placed after stand_down
+        assert _position(sim) == held and _market_closes(sim, orders_before) == []
+        assert not alerts.has("error", "closing at market")
+        # after /resume the broker protects again
+        broker.resume()
+        broker.move_stop(SYMBOL, ctx.position, StopMove(_trail_target(ctx, broker.last_price[SYMBOL]), 1.0, 0.5), 0)
+        await wait_for(lambda: bool(_working_stops(sim)), 10.0, "the stop after resume")
+
+
+def _answer_lost(runtime: TradingRuntime, lost: list[str], times: int = 1) -> None:
+    """Wrap ``LiveVenue.place``: the first ``times`` stop placements reach the exchange, but the bot gets no answer
+    (what LiveVenue.place raises when the lookup after a timeout failed)."""
+    from engine.execution.venue import PlacementUnknown
+
+    real_place = runtime.live.place  # type: ignore[union-attr]
+
+    async def place(spec: Any) -> Any:
+        update = await real_place(spec)
+        if spec.order_type == "STOP_MARKET" and len(lost) < times:
+            lost.append(spec.client_order_id)
+            raise PlacementUnknown("no answer and the lookup failed")
+        return update
+
+    runtime.live.place = place  # type: ignore[union-attr,method-assign]
+
+
+async def test_unanswered_stop_without_its_client_id_is_found_not_duplicated(db_url: str) -> None:
+    """BingX may drop the client id of a conditional order (protocol 6.5, UNCONFIRMED; the simulator's
+    ``conditional_ignores_client_id``). A stop whose placement had no answer is then not found by client id: the
+    tracker finds it among the open orders and the broker adopts it (before: "confirmed absent", and a second stop
+    was placed next to the working one)."""
+    async with _trading(db_url) as (sim, runtime, _):
+        assert runtime.broker is not None and runtime.live is not None
+        sim.engine.config.conditional_ignores_client_id = True
+        [old_stop] = _working_stops(sim)
+        lost: list[str] = []
+        _answer_lost(runtime, lost)
+        sim.engine.cancel(SYMBOL, str(old_stop["orderId"]), None)
+        await wait_for(lambda: bool(lost), 10.0, "the re-placement")
+        row = await Order.get(client_order_id=lost[0])
+        ctx = runtime.broker.active_trades[0]
+        await wait_for(lambda: ctx.stop is not None and not ctx.unresolved, 15.0, "the unanswered stop resolved")
+        await runtime.wait_idle()
+        [stop] = _working_stops(sim)  # exactly one: the one whose answer was lost, not a duplicate
+        assert ctx.stop is not None and ctx.stop.order_id == row.id and ctx.stop.exchange_order_id == str(stop["orderId"])
+        await row.refresh_from_db()
+        assert row.status is OrderStatus.NEW and row.exchange_order_id == str(stop["orderId"])
+
+
+async def test_no_new_stop_while_a_stop_placement_is_unresolved(db_url: str) -> None:
+    """A trailing step's new stop got no answer (it may be working); the next step comes before the lookup: nothing
+    is placed for it until the lookup settles the first one (before: a third stop was placed next to the old one and
+    the unanswered one). Once settled, the trade ends with one stop at the latest level."""
+    async with _trading(db_url) as (sim, runtime, _):
+        broker = runtime.broker
+        assert broker is not None and runtime.live is not None and runtime.tracker is not None
+        ctx = broker.active_trades[0]
+        [old_stop] = _working_stops(sim)
+        orders_before = len(sim.state()["orders"])
+        sim.engine.config.conditional_ignores_client_id = True  # its stream report cannot resolve it either
+        lost: list[str] = []
+        _answer_lost(runtime, lost)
+        await runtime.tracker.stop()  # the lookup comes later than the next step
+        broker.move_stop(SYMBOL, ctx.position, StopMove(_trail_target(ctx, broker.last_price[SYMBOL]), 1.0, 0.5), 0)
+        await runtime.wait_idle()
+        assert lost and ctx.unresolved and len(_working_stops(sim)) == 2  # the old stop and the unanswered one
+        last_level = _trail_target(ctx, broker.last_price[SYMBOL])
+        broker.move_stop(SYMBOL, ctx.position, StopMove(last_level, 1.5, 1.0), 0)
+        await runtime.wait_idle()
+        # nothing placed for the second step: still the old stop and the unanswered one (no third, no churn)
+        assert [o["type"] for o in sim.state()["orders"][orders_before:]] == ["STOP_MARKET"]
+        assert old_stop["orderId"] in [s["orderId"] for s in _working_stops(sim)] and len(_working_stops(sim)) == 2
+        runtime.tracker.start()
+        want = broker.venue.price_tick(SYMBOL)
+        await wait_for(lambda: not ctx.unresolved and len(_working_stops(sim)) == 1
+                       and abs(Decimal(str(_working_stops(sim)[0]["stopPrice"])) - Decimal(repr(last_level))) <= want,
+                       15.0, "one stop at the latest level")
+        await runtime.wait_idle()
+        [stop] = _working_stops(sim)
+        assert ctx.stop is not None and ctx.stop.exchange_order_id == str(stop["orderId"])
+        assert _position(sim) == ctx.open_qty

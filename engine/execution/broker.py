@@ -20,8 +20,9 @@ orders on a :class:`~engine.execution.venue.Venue` and reports the fills back th
 * trailing: the stop is replaced (place-then-cancel). A replacement refused for now (rate limit,
   clock) keeps the old stop and is tried again on a timer; one refused for good while the old stop
   works is placed cancel-then-place instead (BingX may cap pending stops at the position size).
-  Only a position left with no stop at all (refused for good, or still refused after a few timed
-  tries) is closed at market, with an alert;
+  A position with no stop whose new stop is refused for now is retried on a timer for as long as the
+  refusals are transient (a close would be refused too); only one refused for good is closed at market,
+  with an alert. A close refused for now is sent again on a timer, never abandoned;
 * stop / target: they live on the exchange. When the exchange fills one, the trade is closed
   from that fill (the engine's trade manager is told). When the engine sees a stop or target
   traded first, the broker waits ``exit_grace_s`` for the exchange's fill and closes at market
@@ -52,7 +53,7 @@ import asyncio
 import dataclasses
 import logging
 from decimal import Decimal
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable, Coroutine, Sequence
 
 from db.fast_insert import Ref, Row, insert_rows, warm_up
 from db.models import Order, OrderEvent, OrderIntent, OrderStatus, Signal, SignalFate, Trade, TradeState
@@ -91,8 +92,9 @@ PROTECTIVE_TYPES = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET"})
 # BingX 110411-110414: a stop/take-profit on the wrong side of the price. Refused for its price, not its quantity:
 # cancelling the working order first (the quantity-cap fallback of ``_renew``) would not help
 PRICE_SIDE_CODES = frozenset({110411, 110412, 110413, 110414})
-PROTECT_ATTEMPTS = 3  # placements of a stop with none working, when the exchange refuses it for now (rate limit, clock)
 PROTECT_LATER_TRIES = 8  # timed retries of a refused replacement while the previous stop/target still works
+RETRY_MAX_WAIT_S = 60.0  # longest wait between two timed retries (protection, closes)
+UNPROTECTED_ALERT_EVERY_S = 300.0  # a position still without a stop is alerted again at most this often
 
 
 class SymbolBroker:
@@ -157,6 +159,7 @@ class ExecutionBroker:
         self._awaiting: set[int] = set()  # market orders whose executions are still to be booked
         self._prepared: set[str] = set()
         self._placing: set[str] = set()  # client order ids sent and not yet answered
+        self._stood_down: str | None = None  # the emergency stop's reason while it flattens the account (stand_down)
         self._funding = FundingBooker(self.mode, venue, self.trades, self._ctx, self._refresh_wallet, self._log_extra)
         self._recovery = BrokerRecovery(self)
         self._signals = SignalRows(self.mode)
@@ -216,10 +219,18 @@ class ExecutionBroker:
             level = logging.INFO if expected else logging.ERROR
             logger.log(level, "[%s] entries halted: %s", self.mode.upper(), reason, extra=self._log_extra())
 
-    def resume(self) -> None:
-        """Allow entries again (an operator's decision)."""
-        self.halted_reason = None
-        self.halt_reasons.clear()
+    def resume(self, reasons: Sequence[str] | None = None) -> None:
+        """Allow entries again (an operator's decision).
+
+        ``reasons``: lift only these (the ones the operator's checks saw); a halt that arrived since stays.
+        """
+        if reasons is None:
+            self.halt_reasons.clear()
+        else:
+            self.halt_reasons[:] = [r for r in self.halt_reasons if r not in reasons]
+        self.halted_reason = self.halt_reasons[0] if self.halt_reasons else None
+        if self._stood_down not in self.halt_reasons:
+            self._stood_down = None
 
     @property
     def active_trades(self) -> list[TradeCtx]:
@@ -544,6 +555,7 @@ class ExecutionBroker:
         are not re-placed while the positions are being closed.
         """
         self.halt(reason)
+        self._stood_down = reason  # no stop/target is placed from now on, timed retries included (until resume)
         for ctx in self._ctx.values():
             for protective in (ctx.stop, ctx.target):
                 if protective is not None:
@@ -598,7 +610,7 @@ class ExecutionBroker:
                            extra=self._log_extra(ctx, client_order_id=spec.client_order_id))
             if raise_rejected:
                 raise
-            await self._rejected(ctx, order, exc.reason, code=exc.code)
+            await self._rejected(ctx, order, exc.reason, code=exc.code, exc=exc)
             return None
         except PlacementUnknown as exc:
             await self._placement_unknown(stored_order(), spec, str(exc))
@@ -627,14 +639,56 @@ class ExecutionBroker:
         await self._alert("halt", f"order {spec.client_order_id} ({order.intent.value}) on {spec.symbol}: outcome unknown, "
                           f"entries halted until it is resolved ({reason})", {"client_order_id": spec.client_order_id})
 
-    async def _rejected(self, ctx: TradeCtx, order: Order, reason: str, *, code: int | None = None) -> None:
+    async def _rejected(self, ctx: TradeCtx, order: Order, reason: str, *, code: int | None = None,
+                        exc: PlacementRejected | None = None) -> None:
         role = self._route.get(order.id, (ctx, "exit"))[1]
         if role != "entry" and code in NO_POSITION_CODES and await self._closed_on_exchange(ctx, order, role, reason):
             return
         if role == "entry":
             await self._entry_failed(ctx, f"rejected by the exchange: {reason}", alert_type="error")
+        elif role == "exit" and exc is not None and exc.transient and self._close_refused_for_now(ctx, order):
+            await self._retry_close_later(ctx, order, exc)
         elif role == "exit":
             await self._exit_not_executed(ctx, order, f"the exchange rejected the {{label}} exit ({reason})")
+
+    def _close_refused_for_now(self, ctx: TradeCtx, order: Order) -> bool:
+        """Whether a refused-for-now exit is a close of the whole position (retried on a timer, never abandoned)."""
+        intent = ctx.exit_intents.get(order.id)
+        return intent is not None and intent.closes_position and not ctx.closed and ctx.open_qty > 0
+
+    async def _retry_close_later(self, ctx: TradeCtx, order: Order, exc: PlacementRejected) -> None:
+        """A close (an emergency close included) refused for now (rate limit, clock): the position is still there,
+        perhaps with no stop, so the close is sent again on a timer for as long as the refusals are transient."""
+        intent = ctx.exit_intents.pop(order.id)
+        self._route.pop(order.id, None)
+        self._awaiting.discard(order.id)
+        delay = self._retry_delay(ctx.close_retries, exc)
+        unprotected = ctx.stop is None
+        now = asyncio.get_running_loop().time()
+        loud = unprotected and (ctx.unprotected_alert_at is None or now - ctx.unprotected_alert_at >= UNPROTECTED_ALERT_EVERY_S)
+        if ctx.close_retries == 0 or loud:
+            if loud:
+                ctx.unprotected_alert_at = now
+            protection = "WITHOUT A STOP on the exchange" if unprotected else "under its stop"
+            await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange refused the {intent.label} close "
+                              f"{order.client_order_id} for now ({exc.reason}); the position ({ctx.open_qty}) stays open "
+                              f"{protection}; trying again in {delay:.0f} s", {"trade_id": ctx.trade_id})
+        ctx.close_retries += 1
+        ctx.close_retry_pending = True
+        purpose = order.intent
+
+        async def again() -> None:
+            ctx.close_retry_pending = False
+            if ctx.closed or ctx.open_qty <= 0 or ctx.exit_intents:
+                return  # closed meanwhile, or another exit is on its way
+            if self._stood_down is not None:
+                logger.warning("[%s] close of %s not retried: the emergency stop is flattening the account",
+                               self.mode.upper(), ctx.trade_id, extra=self._log_extra(ctx))
+                return
+            price = self.last_price.get(ctx.symbol, intent.price)
+            await self._market_exit(ctx, ExitIntent(intent.kind, ctx.open_qty, price, intent.label, True), purpose)
+
+        self._later(delay, f"close {ctx.trade_id} (retry)", again)
 
     async def _exit_not_executed(self, ctx: TradeCtx, order: Order, what: str, halt_note: str = "") -> None:
         """A partial exit, close or emergency close that will never fill (refused, or ended without a fill).
@@ -911,8 +965,15 @@ class ExecutionBroker:
         }
 
     async def _protect(self, ctx: TradeCtx) -> None:
-        """Make the exchange stop and target match the plan and the open quantity (place new, then cancel old)."""
+        """Make the exchange stop and target match the plan and the open quantity (place new, then cancel old).
+
+        Nothing is placed after :meth:`stand_down` (the emergency stop cancels every order and flattens the account).
+        """
         if ctx.closed or ctx.open_qty <= 0 or ctx.stop_level is None:
+            return
+        if self._stood_down is not None:
+            logger.warning("[%s] stop/target of %s not placed: the emergency stop is flattening the account (%s)",
+                           self.mode.upper(), ctx.trade_id, self._stood_down, extra=self._log_extra(ctx))
             return
         tick = self.venue.price_tick(ctx.symbol)
         if not await self._renew(ctx, "stop", round_to_tick(ctx.stop_level, tick)):
@@ -937,13 +998,19 @@ class ExecutionBroker:
         * the old one still works and the refusal is definite: BingX may cap the pending stop quantity at the
           position size (protocol 6.2, UNCONFIRMED whether at placement), which refuses every place-then-cancel;
           so cancel the old one, then place the new one;
-        * nothing works: a transient refusal of a stop is tried again a few times (``PROTECT_ATTEMPTS``, on a
-          timer, as the venue's pause allows); past that, or on a definite refusal, the position is closed at
-          market. A refused target is left to the engine (it closes at the target itself).
+        * nothing works: a transient refusal of a stop is tried again on a timer, without limit, for as long as
+          the refusals are transient (a market close would be refused just the same); a definite refusal closes
+          the position at market. A refused target is tried again a few times, then left to the engine (it
+          closes at the target itself);
+        * a placement of this role is unresolved (no answer yet): nothing is placed until the lookup settles it.
         """
         while True:
             if ctx.closed:
                 return False
+            if role in ctx.unresolved.values():
+                # a placement of this role had no answer: it may be working. Its resolution renews again (found:
+                # adopted, absent: placed), so placing another now could only make a duplicate (or a refusal)
+                return True
             current = ctx.stop if role == "stop" else ctx.target
             if current is not None and current.price == price and current.qty == ctx.open_qty:
                 return True
@@ -962,14 +1029,26 @@ class ExecutionBroker:
                 if current is not None and exc.code not in PRICE_SIDE_CODES:
                     logger.warning("[%s] replacement %s of %s refused (%s): cancelling the old one first, then placing it",
                                    self.mode.upper(), role, ctx.trade_id, exc.reason, extra=self._log_extra(ctx))
-                    await self._cancel(ctx, current)
+                    if not await self._cancel(ctx, current):
+                        # the old one may still work: placing the new one now would be refused again (or make two)
+                        self._cancelled_by_us.discard(current.order_id)
+                        await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the {role} could not be replaced "
+                                          f"({exc.reason}) and cancelling the old one was not confirmed; the old one "
+                                          "stays the trade's protection, trying again later", {"trade_id": ctx.trade_id})
+                        await self._retry_protect_later(ctx, role, exc, PROTECT_LATER_TRIES, announce=False)
+                        return True
                     if role == "stop":
                         ctx.stop = None
                     else:
                         ctx.target = None
                     continue
-                if role == "stop" and exc.transient and await self._retry_protect_later(ctx, role, exc, PROTECT_ATTEMPTS - 1):
+                if exc.transient and role == "stop":
+                    # no stop works and the exchange refuses one for now: a market close would be refused just the
+                    # same, so keep trying (no limit) for as long as the refusals are transient
+                    await self._retry_protect_later(ctx, role, exc, None)
                     return False  # no stop yet: the target waits for the retry too
+                if exc.transient and await self._retry_protect_later(ctx, role, exc, PROTECT_LATER_TRIES):
+                    return True
                 if role == "target":
                     await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange rejected the take-profit "
                                       f"({exc.reason}); the engine closes at the target instead", {"trade_id": ctx.trade_id})
@@ -980,52 +1059,82 @@ class ExecutionBroker:
                 return False
             if placed is None:
                 return True  # outcome unknown: entries halted; the tracker's lookup settles it (see _apply)
-            ctx.protect_retries = 0
             if role == "stop":
                 ctx.stop = placed
+                ctx.stop_retries = 0
+                if ctx.unprotected_alert_at is not None:
+                    ctx.unprotected_alert_at = None
+                    await self._alert("protection", f"{ctx.symbol} {ctx.strategy}: the stop is working again "
+                                      f"({placed.exchange_order_id} at {price})", {"trade_id": ctx.trade_id})
             else:
                 ctx.target = placed
-            if current is not None:
-                await self._cancel(ctx, current)
+                ctx.target_retries = 0
+            if current is not None and not await self._cancel(ctx, current):
+                await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the previous {role} {current.exchange_order_id} "
+                                  "may still be working (its cancel was not confirmed); check the open orders",
+                                  {"trade_id": ctx.trade_id})
             return True
 
-    async def _retry_protect_later(self, ctx: TradeCtx, role: str, exc: PlacementRejected, limit: int) -> bool:
+    def _retry_delay(self, retries: int, exc: PlacementRejected) -> float:
+        """Wait before timed retry number ``retries`` + 1: back off, but never less than the venue's pause; bounded."""
+        return min(RETRY_MAX_WAIT_S, max(self.protect_retry_s * 2 ** min(retries, 16), exc.retry_after_s or 0.0))
+
+    async def _retry_protect_later(self, ctx: TradeCtx, role: str, exc: PlacementRejected, limit: int | None, *,
+                                   announce: bool = True) -> bool:
         """The exchange refused a stop/target for now (rate limit, clock): try ``_protect`` again on a timer.
 
-        ``limit``: how many timed retries this trade may have in a row (reset by a successful placement); False
-        once they are used up (the caller decides what then). One retry is pending at a time.
+        ``limit``: how many timed retries this role may have in a row (reset by a successful placement), None for no
+        limit (a position with no stop); False once they are used up (the caller decides what then). One retry is
+        pending at a time (it renews stop and target). ``announce``: alert on the first retry (the caller did not).
         """
         if ctx.protect_retry_pending:
             return True
         protected = (ctx.stop if role == "stop" else ctx.target) is not None
         state = "the previous one stays working" if protected else "the position has NO STOP on the exchange"
-        if ctx.protect_retries >= limit:
-            ctx.protect_retries = 0
+        retries = ctx.stop_retries if role == "stop" else ctx.target_retries
+        if limit is not None and retries >= limit:
+            self._set_retries(ctx, role, 0)
             if protected:
                 await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the {role} could not be updated ({exc.reason}) "
                                   f"after {limit} tries; {state} until the next management step", {"trade_id": ctx.trade_id})
             return False
-        # wait as long as the venue says it is paused (bounded), backing off while it keeps refusing
-        delay = min(60.0, max(self.protect_retry_s * 2 ** ctx.protect_retries, exc.retry_after_s or 0.0))
-        if ctx.protect_retries == 0 or not protected:
-            await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange refused the new {role} for now "
-                              f"({exc.reason}); {state}; trying again in {delay:.0f} s", {"trade_id": ctx.trade_id})
-        ctx.protect_retries += 1
+        delay = self._retry_delay(retries, exc)
+        text = (f"{ctx.symbol} {ctx.strategy}: the exchange refused the new {role} for now ({exc.reason}); {state}; "
+                f"trying again in {delay:.0f} s")
+        if role == "stop" and not protected:
+            # loud, but not once per retry: the first refusal, then at most every few minutes while it lasts
+            now = asyncio.get_running_loop().time()
+            if ctx.unprotected_alert_at is None or now - ctx.unprotected_alert_at >= UNPROTECTED_ALERT_EVERY_S:
+                ctx.unprotected_alert_at = now
+                await self._alert("error", text + f" (try {retries + 1})", {"trade_id": ctx.trade_id})
+        elif retries == 0 and announce:
+            await self._alert("error", text, {"trade_id": ctx.trade_id})
+        self._set_retries(ctx, role, retries + 1)
         ctx.protect_retry_pending = True
 
-        async def later() -> None:
+        async def again() -> None:
+            ctx.protect_retry_pending = False
+            await self._protect(ctx)
+
+        self._later(delay, f"protect {ctx.trade_id} (retry)", again)
+        return True
+
+    @staticmethod
+    def _set_retries(ctx: TradeCtx, role: str, value: int) -> None:
+        if role == "stop":
+            ctx.stop_retries = value
+        else:
+            ctx.target_retries = value
+
+    def _later(self, delay: float, what: str, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Queue ``job`` on the worker after ``delay`` seconds (a timer the broker's stop cancels)."""
+        async def wait() -> None:
             await asyncio.sleep(delay)
+            self._enqueue(what, job)
 
-            async def again() -> None:
-                ctx.protect_retry_pending = False
-                await self._protect(ctx)
-
-            self._enqueue(f"protect {ctx.trade_id} (retry)", again)
-
-        timer = asyncio.create_task(later(), name=f"protect-retry-{ctx.trade_id}")
+        timer = asyncio.create_task(wait(), name=what)
         self._timers.add(timer)
         timer.add_done_callback(self._timers.discard)
-        return True
 
     async def _place_protective(self, ctx: TradeCtx, role: str, price: Decimal) -> Protective | None:
         """Place the trade's stop or target at ``price`` for the open quantity.
@@ -1056,7 +1165,12 @@ class ExecutionBroker:
                     extra=self._log_extra(ctx, client_order_id=spec.client_order_id))
         return Protective(order.id, update.exchange_order_id, price, ctx.open_qty)
 
-    async def _cancel(self, ctx: TradeCtx, protective: Protective) -> None:
+    async def _cancel(self, ctx: TradeCtx, protective: Protective) -> bool:
+        """Cancel a stop/target; True when it is confirmed no longer working (cancelled, filled, expired or absent).
+
+        False when its state could not be learnt (the cancel and the lookup failed, or the lookup shows it
+        still working): the caller must assume it may still be there.
+        """
         self._cancelled_by_us.add(protective.order_id)
         try:
             update = await self.venue.cancel(ctx.symbol, protective.exchange_order_id)
@@ -1066,13 +1180,29 @@ class ExecutionBroker:
             # explain it (a halt): learn its state now, as for an order that is no longer working
             logger.warning("[%s] cancel of %s failed: %s; looking it up", self.mode.upper(), protective.exchange_order_id, exc,
                            extra=self._log_extra(ctx))
-            update = None
-        if update is None:  # no longer working (filled, or gone with the position): learn its final state now
-            update = await self.venue.query(ctx.symbol, exchange_order_id=protective.exchange_order_id)
-            update = dataclass_replace(update, source="lookup") if update is not None else None
-        if update is not None:
-            order = await Order.get(id=protective.order_id)
-            await self._apply(order, update)
+            try:
+                update = await self.venue.query(ctx.symbol, exchange_order_id=protective.exchange_order_id)
+            except Exception as lookup_exc:
+                logger.warning("[%s] lookup of %s after a failed cancel failed too: %s", self.mode.upper(),
+                               protective.exchange_order_id, lookup_exc, extra=self._log_extra(ctx))
+                return False
+            if update is None:
+                return True  # the exchange does not have it
+            update = dataclass_replace(update, source="lookup")
+        else:
+            if update is None:  # no longer working (filled, or gone with the position): learn its final state now
+                try:
+                    update = await self.venue.query(ctx.symbol, exchange_order_id=protective.exchange_order_id)
+                except Exception as lookup_exc:  # not working any more (the cancel said so); its fill may be unbooked
+                    logger.warning("[%s] lookup of %s after its cancel failed: %s", self.mode.upper(),
+                                   protective.exchange_order_id, lookup_exc, extra=self._log_extra(ctx))
+                    return True
+                if update is None:
+                    return True
+                update = dataclass_replace(update, source="lookup")
+        order = await Order.get(id=protective.order_id)
+        await self._apply(order, update)
+        return update.status in FINAL_STATUSES
 
     async def _trail(self, ctx: TradeCtx, move: StopMove) -> None:
         if ctx.closed or ctx.stop_level is None:

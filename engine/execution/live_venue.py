@@ -17,6 +17,7 @@ Choices:
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from decimal import Decimal
 
 from db.models import OrderStatus
@@ -200,6 +201,23 @@ class LiveVenue:
         except BingxOrderNotFoundError:
             return None
         return update_from_order(order, "placement")
+
+    async def find_conditional(self, spec: OrderSpec, sent_at: datetime) -> VenueUpdate | None:
+        """The working conditional order (stop/take-profit) that the placement of ``spec`` created, found without its
+        client id (BingX may drop it on conditional orders, protocol 6.5, UNCONFIRMED).
+
+        ``sent_at``: when the placement was first sent (wall clock; the row is stored before it is sent). None only
+        when the open orders were read and hold no such order; ambiguous or unreadable raises ``BingxError``.
+        """
+        # the exchange stamps in its own time: the server-time estimate now, minus the age of the placement
+        age_ms = max(0, int((datetime.now(timezone.utc) - sent_at).total_seconds() * 1000))
+        order = await self.rest.find_conditional_order(self._request(spec), self.rest.time.now_ms() - age_ms)
+        if order is None:
+            return None
+        update = update_from_order(order, "lookup")
+        if update is not None and not update.client_order_id:
+            update = VenueUpdate(**{**_fields(update), "client_order_id": spec.client_order_id})
+        return update
 
     async def query(self, symbol: str, exchange_order_id: str | None = None, client_order_id: str | None = None) -> VenueUpdate | None:
         """The order now (any status)."""

@@ -7,7 +7,10 @@
   books missed executions as one aggregated fill, but only for orders the stream has been quiet
   about for ``fill_grace_s`` (the stream's own fills are on their way otherwise).
 * Orders in state UNKNOWN are looked up by client order id on every pass; a confirmed absence
-  ends them (EXPIRED, source ``lookup``) - they are never resent from here.
+  ends them (EXPIRED, source ``lookup``) - they are never resent from here. A stop/take-profit
+  missed by client id is searched among the open orders first (BingX may drop the client id of
+  conditional orders, protocol 6.5, UNCONFIRMED): found, it is reported with its exchange id;
+  ambiguous or unreadable, it stays UNKNOWN for the next pass.
 * An order still CREATED/SENT after ``stale_sent_s`` (60 s: longer than a placing call normally
   lives) lost its placing call: it becomes UNKNOWN (``on_unknown`` halts entries and alerts) and is
   looked up like one. Never one whose placing call is still running (``in_flight``, the broker's
@@ -29,12 +32,16 @@ from engine.exchange.bingx.events import AccountUpdate, OrderUpdate, StreamRecon
 from engine.exchange.bingx.errors import BingxError
 from engine.execution.live_venue import LiveVenue, map_status
 from engine.execution.order_store import ATTACHED_PREFIX, OrderStore
-from engine.execution.venue import VenueFill, VenueUpdate
+from engine.execution.venue import OrderSpec, VenueFill, VenueUpdate
 
 logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
 _EXTRA = {"mode": "live"}
+# conditional order types (STOP_MARKET, TAKE_PROFIT_MARKET, ...): BingX may not keep their client id
+CONDITIONAL_PREFIXES = ("STOP", "TAKE_PROFIT")
+_ABSENT = object()  # the search among open orders found no such order
+_UNDECIDED = object()  # it could not tell (ambiguous, unreadable)
 
 
 def update_from_event(event: OrderUpdate) -> VenueUpdate | None:
@@ -188,11 +195,47 @@ class OrderTracker:
             return
         if update is None:
             await order.refresh_from_db()  # the pass's copy may be stale: only a row still UNKNOWN is ended here
-            if order.status is OrderStatus.UNKNOWN and not self._placing(order):
-                logger.warning("[LIVE] order %s confirmed absent on the exchange", order.client_order_id,
-                               extra={**_EXTRA, "symbol": order.symbol, "client_order_id": order.client_order_id})
-                await self.venue.emit(VenueUpdate(order.symbol, "", order.client_order_id, order.side, order.position_side,
-                                                  order.order_type, OrderStatus.EXPIRED, order.quantity, order.stop_price or ZERO,
-                                                  ZERO, ZERO, source="lookup"))
+            if order.status is not OrderStatus.UNKNOWN or self._placing(order):
+                return
+            if by_client_id and order.order_type.startswith(CONDITIONAL_PREFIXES):
+                # BingX may drop the client id of a conditional order (protocol 6.5, UNCONFIRMED): a miss by client id
+                # is no proof. Declaring an existing stop absent would make the broker place a second one
+                found = await self._find_conditional(order)
+                if isinstance(found, VenueUpdate):
+                    await self.venue.emit(found)  # the broker adopts it by this row's client id
+                if found is not _ABSENT:
+                    return
+            logger.warning("[LIVE] order %s confirmed absent on the exchange", order.client_order_id,
+                           extra={**_EXTRA, "symbol": order.symbol, "client_order_id": order.client_order_id})
+            await self.venue.emit(VenueUpdate(order.symbol, "", order.client_order_id, order.side, order.position_side,
+                                              order.order_type, OrderStatus.EXPIRED, order.quantity, order.stop_price or ZERO,
+                                              ZERO, ZERO, source="lookup"))
             return
         await self.venue.emit(VenueUpdate(**{**{n: getattr(update, n) for n in update.__dataclass_fields__}, "source": "poll"}))
+
+    async def _find_conditional(self, order: Order) -> VenueUpdate | object:
+        """The working conditional order the placement of ``order`` created, searched without its client id.
+
+        The update to emit (with its exchange order id, source ``lookup``) when found; ``_ABSENT`` when the open
+        orders hold no such order; ``_UNDECIDED`` when it cannot be told (ambiguous, unreadable): the row stays
+        UNKNOWN for the next pass.
+        """
+        spec = OrderSpec(symbol=order.symbol, side=order.side, position_side=order.position_side,
+                         order_type=order.order_type, quantity=order.quantity, client_order_id=order.client_order_id,
+                         stop_price=order.stop_price)
+        extra = {**_EXTRA, "symbol": order.symbol, "client_order_id": order.client_order_id}
+        try:
+            found = await self.venue.find_conditional(spec, order.created_at)
+        except (BingxError, ValueError) as exc:
+            logger.warning("[LIVE] order %s not found by client id and the search among open orders could not decide "
+                           "(%s); still unknown", order.client_order_id, exc, extra=extra)
+            return _UNDECIDED
+        if found is None:
+            return _ABSENT
+        known = await self.store.find(exchange_order_id=found.exchange_order_id)
+        if known is not None and known.id != order.id:
+            return _ABSENT  # that one is another of our orders, not this placement's
+        logger.warning("[LIVE] order %s not found by client id but working as %s (the exchange dropped the id)",
+                       order.client_order_id, found.exchange_order_id, extra=extra)
+        return VenueUpdate(**{**{n: getattr(found, n) for n in found.__dataclass_fields__},
+                              "client_order_id": order.client_order_id, "source": "lookup"})

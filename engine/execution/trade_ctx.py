@@ -97,8 +97,13 @@ class TradeCtx:
     failed: bool = False
     # stop/target placements whose outcome is unknown, by DB order id -> role: the tracker's lookup settles them
     unresolved: dict[int, str] = field(default_factory=dict)
-    protect_retries: int = 0  # timed retries so far of a refused stop/target replacement (the old one still works)
-    protect_retry_pending: bool = False
+    # timed retries so far of a stop / a target refused for now (rate limit, clock); each role counts its own
+    stop_retries: int = 0
+    target_retries: int = 0
+    protect_retry_pending: bool = False  # one protect retry timer at a time (it renews stop and target)
+    unprotected_alert_at: float | None = None  # loop time of the last "NO STOP" alert (repeated at most every few minutes)
+    close_retries: int = 0  # timed retries so far of a close refused for now
+    close_retry_pending: bool = False
 
     @property
     def strategy(self) -> str:

@@ -709,7 +709,28 @@ class BingxRestClient:
             found = dataclasses.replace(found, client_order_id=cid)  # BingX may echo an empty id
         return found
 
-    async def _find_conditional_twin(self, req: OrderRequest, since_ms: int, cause: BaseException) -> Order | None:
+    async def find_conditional_order(self, req: OrderRequest, since_ms: int) -> Order | None:
+        """The open conditional order that ``req`` created, for a caller that cannot find it by client id.
+
+        BingX may ignore ``clientOrderId`` on conditional orders (protocol 6.5, UNCONFIRMED), so a miss by
+        client id proves nothing for them. Matches on type, side, position side, stop price and quantity
+        (rounded as a placement would round them), among orders created at/after ``since_ms`` (server time
+        of the first send; clock error allowed for). ``None`` only when the open orders were read and hold no
+        such order; several matches, or an unreadable list, raise :class:`OrderStateUnknownError` (never guess).
+        """
+        if req.type not in CONDITIONAL_ORDER_TYPES:
+            raise ValueError(f"{req.type.value} is not a conditional order type")
+        try:
+            req = await self.prepare_order(req)  # the stored request may carry more digits than the exchange keeps
+        except (BingxError, ValueError) as exc:
+            log.warning("conditional order %s: could not round the request for the search (%s); matching it as stored",
+                        req.client_order_id, exc, extra={"symbol": req.symbol, "client_order_id": req.client_order_id})
+        found = await self._find_conditional_twin(req, since_ms, "a lookup by client id found nothing")
+        if found is not None and not found.client_order_id and req.client_order_id:
+            found = dataclasses.replace(found, client_order_id=req.client_order_id)
+        return found
+
+    async def _find_conditional_twin(self, req: OrderRequest, since_ms: int, cause: BaseException | str) -> Order | None:
         """An open order matching conditional ``req`` and created at/after ``since_ms`` (allowing for clock error).
 
         ``None`` only when the open orders were read and hold no such order; several matches, or
