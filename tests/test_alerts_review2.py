@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -320,49 +321,51 @@ async def test_a_halt_is_not_held_behind_an_error_backlog(telegram) -> None:
     assert halted_at <= 4, titles  # right after the message being sent when it was stored, not after the backlog
 
 
-async def test_a_halt_after_a_resume_is_alerted_again(telegram) -> None:
-    """halt -> /resume -> the same halt a minute later: the second halt must reach the chat too."""
+@pytest.fixture
+async def risk_to_telegram(telegram) -> AsyncIterator[Any]:
+    """A risk manager whose alerts go through the real publisher and delivery to the fake Telegram server."""
     from engine.risk.manager import RiskManager
 
     fake, adapter = telegram
     config = make_config(api_url=fake.api_url)
     publisher = AlertPublisher(config.alerts, [Route("telegram", "telegram")])
     delivery = AlertDelivery(config.alerts, [TelegramAlertSender(adapter, CHAT, "telegram")])
-    risk = RiskManager(config, alert=_hub_to(publisher).risk)
     await publisher.start()
+
+    async def deliver() -> None:
+        await publisher.flush()
+        await delivery.run_once()
+
+    def sent(words: str) -> list[str]:
+        return [c.params["text"] for c in fake.sent("sendMessage", CHAT) if words in c.params["text"]]
+
     try:
-        await risk.halt("reconciliation: unknown position ETH-USDT", "reconciliation")
-        await risk.halt("reconciliation: unknown position ETH-USDT", "reconciliation")  # same spell: one alert
-        await publisher.flush()
-        await delivery.run_once()
-        await risk.resume("telegram:111")
-        await risk.halt("reconciliation: unknown position ETH-USDT", "reconciliation")  # a new spell
-        await publisher.flush()
-        await delivery.run_once()
+        yield SimpleNamespace(risk=RiskManager(config, alert=_hub_to(publisher).risk), deliver=deliver, sent=sent)
     finally:
         await publisher.stop()
-    halts = [c.params["text"] for c in fake.sent("sendMessage", CHAT) if "Trading HALTED" in c.params["text"]]
+
+
+async def test_a_halt_after_a_resume_is_alerted_again(risk_to_telegram: Any) -> None:
+    """halt -> /resume -> the same halt a minute later: the second halt must reach the chat too."""
+    risk = risk_to_telegram.risk
+    await risk.halt("reconciliation: unknown position ETH-USDT", "reconciliation")
+    await risk.halt("reconciliation: unknown position ETH-USDT", "reconciliation")  # same spell: one alert
+    await risk_to_telegram.deliver()
+    await risk.resume("telegram:111")
+    await risk.halt("reconciliation: unknown position ETH-USDT", "reconciliation")  # a new spell
+    await risk_to_telegram.deliver()
+    halts = risk_to_telegram.sent("Trading HALTED")
     assert len(halts) == 2, halts
 
 
-async def test_a_kill_switch_set_again_after_an_unlock_is_alerted_again(telegram) -> None:
+async def test_a_kill_switch_set_again_after_an_unlock_is_alerted_again(risk_to_telegram: Any) -> None:
     """kill switch -> /unlock -> the kill switch again a minute later: both reach the chat."""
-    from engine.risk.manager import RiskManager
     from engine.risk.protections import ProtectionKind
 
-    fake, adapter = telegram
-    config = make_config(api_url=fake.api_url)
-    publisher = AlertPublisher(config.alerts, [Route("telegram", "telegram")])
-    delivery = AlertDelivery(config.alerts, [TelegramAlertSender(adapter, CHAT, "telegram")])
-    risk = RiskManager(config, alert=_hub_to(publisher).risk)
-    await publisher.start()
-    try:
-        for _ in range(2):
-            await risk.protections.lock(ProtectionKind.KILL_SWITCH, "equity reads -5 USDT", None)
-            await publisher.flush()
-            await delivery.run_once()
-            assert await risk.protections.lift("kill_switch", "telegram:111")
-    finally:
-        await publisher.stop()
-    alerts = [c.params["text"] for c in fake.sent("sendMessage", CHAT) if "kill_switch" in c.params["text"]]
+    protections = risk_to_telegram.risk.protections
+    for _ in range(2):
+        await protections.lock(ProtectionKind.KILL_SWITCH, "equity reads -5 USDT", None)
+        await risk_to_telegram.deliver()
+        assert await protections.lift("kill_switch", "telegram:111")
+    alerts = risk_to_telegram.sent("kill_switch")
     assert len(alerts) == 2, alerts
