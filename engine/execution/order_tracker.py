@@ -30,6 +30,7 @@ from typing import Any
 from db.models import Order, OrderStatus
 from engine.exchange.bingx.events import AccountUpdate, OrderUpdate, StreamReconnected
 from engine.exchange.bingx.errors import BingxError
+from engine.exchange.bingx.rest import CONDITIONAL_ORDER_TYPES
 from engine.execution.live_venue import LiveVenue, map_status
 from engine.execution.order_store import ATTACHED_PREFIX, OrderStore
 from engine.execution.venue import OrderSpec, VenueFill, VenueUpdate
@@ -38,8 +39,6 @@ logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
 _EXTRA = {"mode": "live"}
-# conditional order types (STOP_MARKET, TAKE_PROFIT_MARKET, ...): BingX may not keep their client id
-CONDITIONAL_PREFIXES = ("STOP", "TAKE_PROFIT")
 _ABSENT = object()  # the search among open orders found no such order
 _UNDECIDED = object()  # it could not tell (ambiguous, unreadable)
 
@@ -197,7 +196,7 @@ class OrderTracker:
             await order.refresh_from_db()  # the pass's copy may be stale: only a row still UNKNOWN is ended here
             if order.status is not OrderStatus.UNKNOWN or self._placing(order):
                 return
-            if by_client_id and order.order_type.startswith(CONDITIONAL_PREFIXES):
+            if by_client_id and order.order_type in CONDITIONAL_ORDER_TYPES:
                 # BingX may drop the client id of a conditional order (protocol 6.5, UNCONFIRMED): a miss by client id
                 # is no proof. Declaring an existing stop absent would make the broker place a second one
                 found = await self._find_conditional(order)

@@ -216,9 +216,3 @@ def read_expire_header(value: str | None, *, now_ms: int, max_s: float = RECOVER
     if seconds <= 0:
         return None
     return min(seconds, max_s)
-
-
-def parse_expire_header(value: str | None, *, now_ms: int, default_s: float, max_s: float = RECOVERY_S) -> float:
-    """Like :func:`read_expire_header`, with ``default_s`` when the header tells nothing."""
-    seconds = read_expire_header(value, now_ms=now_ms, max_s=max_s)
-    return default_s if seconds is None else seconds
