@@ -33,6 +33,7 @@ from engine.exchange.bingx.errors import BingxError
 from engine.exchange.bingx.rest import CONDITIONAL_ORDER_TYPES
 from engine.execution.live_venue import LiveVenue, map_status
 from engine.execution.order_store import ATTACHED_PREFIX, OrderStore
+from engine.execution.trade_ctx import dataclass_replace
 from engine.execution.venue import OrderSpec, VenueFill, VenueUpdate
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ class OrderTracker:
                                               order.order_type, OrderStatus.EXPIRED, order.quantity, order.stop_price or ZERO,
                                               ZERO, ZERO, source="lookup"))
             return
-        await self.venue.emit(VenueUpdate(**{**{n: getattr(update, n) for n in update.__dataclass_fields__}, "source": "poll"}))
+        await self.venue.emit(dataclass_replace(update, source="poll"))
 
     async def _find_conditional(self, order: Order) -> VenueUpdate | object:
         """The working conditional order the placement of ``order`` created, searched without its client id.
@@ -236,5 +237,4 @@ class OrderTracker:
             return _ABSENT  # that one is another of our orders, not this placement's
         logger.warning("[LIVE] order %s not found by client id but working as %s (the exchange dropped the id)",
                        order.client_order_id, found.exchange_order_id, extra=extra)
-        return VenueUpdate(**{**{n: getattr(found, n) for n in found.__dataclass_fields__},
-                              "client_order_id": order.client_order_id, "source": "lookup"})
+        return dataclass_replace(found, client_order_id=order.client_order_id, source="lookup")
