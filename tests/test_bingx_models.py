@@ -279,7 +279,8 @@ def test_hedge_mode_closing_orders_are_never_held_back_by_entry_checks() -> None
         stop = OrderRequest(symbol="X-USDT", side=side, position_side=position_side, type="STOP_MARKET",
                             quantity=Decimal("2.7"), stop_price=Decimal("1.005"), client_order_id="s1")
         prepared = rules.prepare(stop)  # below min qty 5 and min notional 10, contract close-only
-        assert (prepared.quantity, prepared.stop_price) == (Decimal(2), Decimal("1.01"))
+        toward_entry = Decimal("1.01") if position_side == "LONG" else Decimal("1.00")  # a stop never adds risk
+        assert (prepared.quantity, prepared.stop_price) == (Decimal(2), toward_entry)
         market_exit = OrderRequest(symbol="X-USDT", side=side, position_side=position_side, type="MARKET",
                                    quantity=Decimal(1), client_order_id="x1")
         assert rules.prepare(market_exit, reference_price=Decimal(1)).quantity == 1

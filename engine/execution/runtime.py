@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
@@ -219,7 +220,8 @@ class TradingRuntime:
             engine = SymbolEngine(symbol, strategies, rules[symbol], view, on_signal=self.broker.record_signal, clock_ms=self.now_ms)
             self.broker.register(engine)
             sink = _CandleQueue(engine)
-            feed = MarketFeed(symbol, sink, source=source, warmup_candles=opts.warmup_candles)
+            # its calls come from the WebSocket read loop: a REST backfill must not keep it from answering Ping
+            feed = MarketFeed(symbol, sink, source=source, warmup_candles=opts.warmup_candles, fetch_in_background=True)
             runtime = SymbolRuntime(symbol, rules[symbol], engine, feed, sink)
             self.symbols[symbol] = runtime
             await feed.warm_up(now)
@@ -251,7 +253,7 @@ class TradingRuntime:
         tasks = self._tasks + [r.worker for r in self.symbols.values() if r.worker is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *(r.feed.stop_fetch() for r in self.symbols.values()), return_exceptions=True)
         self._tasks = []
         if self.broker is not None:
             await self.broker.stop()
@@ -278,10 +280,17 @@ class TradingRuntime:
                 queue.task_done()
 
     async def tick_clock(self) -> None:
-        """Let every feed finalise a candle whose minute is over (the clock task does this every second)."""
+        """Let every feed finalise a candle whose minute is over (the clock task does this every second).
+
+        With a market connection down, a forming kline's last push may be partial: the feeds then fetch the
+        minute from REST instead (``MarketFeed.on_clock``'s ``stream_down``).
+        """
         now = self.now_ms()
+        now_s = time.monotonic()  # read with ``now``: how stale the last push is when the minute is closed
+        # any shard down: the symbol's own shard is not public, and a needless REST bar is the safe mistake
+        down = not all(conn.connected.is_set() for conn in self.market_stream.connections)
         for runtime in self.symbols.values():
-            await runtime.feed.on_clock(now)
+            await runtime.feed.on_clock(now, now_s, stream_down=down)
 
     async def _clock(self) -> None:
         while True:
@@ -343,12 +352,16 @@ class TradingRuntime:
             runtime = self.symbols.get(event.symbol)
             if runtime is None:
                 return
+            price = float(event.price)
+            if not runtime.feed.accept_tick(price):  # an absurd print (logged and counted by the feed's tick guard)
+                runtime.last_trade_ms = max(runtime.last_trade_ms, event.time_ms)  # the stream itself is alive
+                return
             if self.paper is not None:
                 await self.paper.on_trade(event.symbol, event.price, event.time_ms)  # venue first: its triggers are intrabar
             if self.broker is not None:
-                self.broker.last_price[event.symbol] = float(event.price)
+                self.broker.last_price[event.symbol] = price
             runtime.last_trade_ms = max(runtime.last_trade_ms, event.time_ms)
-            await runtime.feed.on_trade(TradeTick(event.symbol, float(event.price), float(event.qty), event.time_ms))
+            await runtime.feed.on_trade(TradeTick(event.symbol, price, float(event.qty), event.time_ms))
         elif isinstance(event, KlineEvent) and event.interval == "1m":
             runtime = self.symbols.get(event.symbol)
             if runtime is not None:
@@ -361,6 +374,7 @@ class TradingRuntime:
 
         async def idle() -> None:
             for runtime in self.symbols.values():
+                await runtime.feed.drained()  # candles waiting behind a backfill
                 await runtime.sink.queue.join()
             await self.broker.settle()
 

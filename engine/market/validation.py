@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable, Generic, TypeVar
 
 from engine.market.candle import ONE_MINUTE_MS, Candle
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +59,49 @@ def check_candle(candle: Candle, prev: Candle | None, rules: ValidationRules) ->
             return f"duplicate_time: {t}"
         if t < pt:
             return f"out_of_order: {t} is before the previous candle {pt}"
-        limit = rules.max_jump_pct / 100.0
-        ref = prev.close
-        if h > ref * (1.0 + limit) or lo < ref * (1.0 - limit):
-            return f"absurd_jump: range {lo}..{h} is more than {rules.max_jump_pct}% from the previous close {ref}"
+        return jump_reason(lo, h, prev.close, rules)
     return None
+
+
+def jump_reason(low: float, high: float, ref: float, rules: ValidationRules, what: str = "the previous close") -> str | None:
+    """Why prices ranging ``low..high`` are an absurd jump from the reference price ``ref`` (``what`` names it), or ``None``.
+
+    The one jump rule of the market data: a closed candle against the previous close (:func:`check_candle`) and a
+    trade price against the last accepted one (``engine.market.stream.TickGuard``).
+    """
+    limit = rules.max_jump_pct / 100.0
+    if high > ref * (1.0 + limit) or low < ref * (1.0 - limit):
+        return f"absurd_jump: range {low}..{high} is more than {rules.max_jump_pct}% from {what} {ref}"
+    return None
+
+
+class Reanchor(Generic[T]):
+    """The re-anchoring rule: ``after`` consecutive jump rejections that agree with each other are a real repricing.
+
+    ``agree(previous, item)`` tells whether a rejected item is consistent with the rejected one before it; a
+    disagreeing item starts a new streak. Shared by :class:`~engine.market.stream.CandleStream` (candles) and
+    :class:`~engine.market.stream.TickGuard` (trade prices).
+    """
+
+    __slots__ = ("after", "agree", "streak")
+
+    def __init__(self, after: int, agree: Callable[[T, T], bool]) -> None:
+        self.after = after
+        self.agree = agree
+        self.streak: list[T] = []
+
+    def jumped(self, item: T) -> bool:
+        """``item`` was rejected as a jump: True when it completes a streak, i.e. it must be accepted as the new level."""
+        streak = self.streak
+        if streak and not self.agree(streak[-1], item):
+            streak.clear()
+        streak.append(item)
+        if len(streak) < self.after:
+            return False
+        streak.clear()
+        return True
+
+    def reset(self) -> None:
+        """An item was accepted without a jump: any streak of rejections is over."""
+        if self.streak:
+            self.streak.clear()

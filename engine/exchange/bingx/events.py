@@ -180,6 +180,22 @@ def _time_ms(value: Any, name: str) -> int:
     return time_ms
 
 
+_ZERO = Decimal(0)
+
+
+def _trade_price(value: Decimal, name: str) -> Decimal:
+    """A trade price must be above zero: a zero or negative print would fill paper stops and value positions at it."""
+    if value <= _ZERO:
+        raise MalformedPayloadError(f"{name}: {value} is not a positive price")
+    return value
+
+
+def _trade_qty(value: Decimal, name: str) -> Decimal:
+    if value < _ZERO:
+        raise MalformedPayloadError(f"{name}: {value} is a negative quantity")
+    return value
+
+
 def _finite(text: Any) -> Decimal | None:
     """``Decimal`` of a numeric string if it is a finite number, else ``None`` (the caller falls back)."""
     if text.__class__ is not str:
@@ -238,7 +254,7 @@ def _fast_trade(symbol: str, row: Any) -> TradeEvent | None:
         return None
     p = _finite(row.get("p"))
     q = _finite(row.get("q"))
-    if p is None or q is None:
+    if p is None or q is None or p <= _ZERO or q < _ZERO:  # the general parser names what is wrong
         return None
     return TradeEvent(symbol, t, p, q, m)
 
@@ -248,8 +264,8 @@ def _trade_event(symbol: str, topic: str, row: Any) -> TradeEvent:
     return TradeEvent(
         symbol=_str(r.get("s")) or symbol,
         time_ms=_time_ms(r.get("T"), f"{topic}.T"),
-        price=req_decimal(r.get("p"), f"{topic}.p"),
-        qty=req_decimal(r.get("q"), f"{topic}.q"),
+        price=_trade_price(req_decimal(r.get("p"), f"{topic}.p"), f"{topic}.p"),
+        qty=_trade_qty(req_decimal(r.get("q"), f"{topic}.q"), f"{topic}.q"),
         buyer_is_maker=bool(to_bool(r.get("m"), default=False)),
     )
 
