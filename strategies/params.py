@@ -130,3 +130,7 @@ class StrategiesConfig(_Params):
     taker_fee: float = Field(0.0005, ge=0, le=0.05)
     maker_fee: float = Field(0.0002, ge=-0.01, le=0.05)
     leverage: float = Field(1.0, gt=0, le=125)
+    # share of the leverage cap kept free: a capped entry's notional is at most
+    # equity * leverage * (1 - margin_reserve_pct / 100), so the risk gate's free-margin rule
+    # (risk.min_free_margin_pct, which must not exceed this) accepts it in paper and live as in the backtest
+    margin_reserve_pct: float = Field(10.0, ge=0, lt=100)

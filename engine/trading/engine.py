@@ -23,7 +23,7 @@ from engine.market.candle import ONE_MINUTE_MS, Candle
 from engine.trading.manager import ExitIntent, StopMove, TradeManager
 from engine.trading.plan import TradePlan
 from engine.trading.positions import ExitRecord, Fill, Position, PositionState
-from engine.trading.sizing import ContractRules, size_position
+from engine.trading.sizing import ContractRules, SizeDecision, size_position
 from strategies.generator import Fate, SignalGenerator, SignalRecord
 from strategies.params import StrategiesConfig
 
@@ -48,6 +48,14 @@ class Broker(Protocol):
     def move_stop(self, position: Position, move: StopMove, time_ms: int) -> None:
         """Move the protective stop of ``position`` (live: replace the exchange's stop order)."""
         ...
+
+
+def _taken_reason(decision: SizeDecision) -> str:
+    """The taken signal's reason: the quantity and the risk it REALLY carries (requested risk beside it)."""
+    reason = f"qty {decision.qty} risk {decision.actual_risk_pct:.4g}% (requested {decision.risk_pct:g}%"
+    if decision.capped_by_leverage:
+        reason += ", capped by leverage and margin reserve"
+    return reason + ")"
 
 
 class SymbolEngine:
@@ -208,6 +216,7 @@ class SymbolEngine:
             stop=signal.stop,
             contract=self.contract,
             leverage=self.config.leverage,
+            margin_reserve_pct=self.config.margin_reserve_pct,
             portfolio_risk_room_pct=room,
         )
         if not decision.accepted:
@@ -218,7 +227,7 @@ class SymbolEngine:
         position = Position(trade_id, signal, decision.qty)
         self.positions[trade_id] = position
         record.fate = Fate.TAKEN
-        record.reason = f"qty {decision.qty} risk {decision.risk_pct:g}%" + (" (capped by leverage)" if decision.capped_by_leverage else "")
+        record.reason = _taken_reason(decision)
         fill = self.broker.submit_entry(position, signal.entry, signal.time_ms)
         if fill is not None:
             self.on_entry_filled(trade_id, fill)
