@@ -15,6 +15,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Awaitable, Callable
 
 from db.models import Order, Signal, Trade
+from engine.exchange.bingx.contracts import round_stop_to_step, round_to_step
 from engine.execution.order_store import RecordedFill
 from engine.execution.positions import dec
 from engine.execution.venue import VenueUpdate
@@ -103,7 +104,6 @@ class TradeCtx:
     protect_retry_pending: bool = False  # one protect retry timer at a time (it renews stop and target)
     unprotected_alert_at: float | None = None  # loop time of the last "NO STOP" alert (repeated at most every few minutes)
     close_retries: int = 0  # timed retries so far of a close refused for now
-    close_retry_pending: bool = False
 
     @property
     def strategy(self) -> str:
@@ -143,9 +143,18 @@ class TradeView:
         return str(self.db_id) if self.db_id is not None else self.trade_id
 
 
-def round_to_tick(value: float | Decimal, tick: Decimal) -> Decimal:
-    """Nearest multiple of ``tick`` (half up), as the exchange client rounds prices."""
-    return ((dec(value) / tick).to_integral_value(rounding=ROUND_HALF_UP) * tick).quantize(tick)
+def round_to_tick(value: float | Decimal, tick: Decimal, *, stop_of: str | None = None) -> Decimal:
+    """``value`` on a multiple of ``tick``, as the exchange client rounds it: the nearest one (half up), or for
+    a stop the one toward the entry.
+
+    ``stop_of`` is the side (LONG / SHORT) of the position a stop protects: its stop goes up (LONG) or
+    down (SHORT) to the tick, so the order on the exchange is never further from the entry than the
+    planned level and the trade never risks more than it was sized for (nearest rounding could add half
+    a tick). A level already on the tick (within float noise) stays where it is. Targets use nearest.
+    """
+    if stop_of is not None:
+        return round_stop_to_step(dec(value), tick, stop_of)
+    return round_to_step(dec(value), tick, ROUND_HALF_UP)
 
 
 def epoch_ms(moment: datetime) -> int:

@@ -1,8 +1,9 @@
 """Contract rules: a cache of ``/quote/contracts`` plus local rounding and minimum checks.
 
-Prices are rounded to the tick, quantities *down* to the step (never round a size up), and an
-order below the minimum quantity or notional is refused here with a clear error instead of
-being sent (BingX would answer 101400 / 110422 / 110425).
+Prices are rounded to the tick (stop-loss triggers toward the entry, never adding risk; other prices
+to the nearest tick), quantities *down* to the step (never round a size up), and an order below the
+minimum quantity or notional is refused here with a clear error instead of being sent (BingX would
+answer 101400 / 110422 / 110425).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any, Awaitable, Callable, Iterable
 
 from .errors import OrderValidationError
@@ -26,6 +27,10 @@ _TRIGGERED_TYPES = frozenset({
 })
 # For trailing orders ``price`` is a distance, not a price: it must not be used for the notional.
 _TRAILING_TYPES = frozenset({OrderType.TRAILING_STOP_MARKET, OrderType.TRAILING_TP_SL})
+# Stop-loss order types: a closing one's trigger is rounded toward the entry (see ``round_stop_price``).
+_STOP_TYPES = frozenset({OrderType.STOP_MARKET, OrderType.STOP})
+# A value this close to a multiple of the step (in steps) is that multiple: float noise, not a price.
+_ON_STEP = Decimal("1e-9")
 
 
 def round_to_step(value: Decimal, step: Decimal, rounding: str) -> Decimal:
@@ -34,6 +39,24 @@ def round_to_step(value: Decimal, step: Decimal, rounding: str) -> Decimal:
         raise ValueError("step must be positive")
     units = (value / step).to_integral_value(rounding=rounding)
     return (units * step).quantize(step)
+
+
+def round_stop_to_step(value: Decimal, step: Decimal, protects: str) -> Decimal:
+    """A stop-loss trigger on a multiple of ``step``, toward the entry of the position it ``protects``.
+
+    LONG: up, SHORT: down. The stop then never sits further from the entry than asked, so the trade
+    never risks more than it was sized for (nearest rounding could add half a tick). A value already
+    on the step, or within float noise of it, stays where it is.
+    """
+    if step <= 0:
+        raise ValueError("step must be positive")
+    if protects not in ("LONG", "SHORT"):
+        raise ValueError(f"a stop protects a LONG or SHORT position, got {protects!r}")
+    units = value / step
+    whole = units.to_integral_value(rounding=ROUND_HALF_UP)
+    if abs(units - whole) > _ON_STEP:
+        whole = units.to_integral_value(rounding=ROUND_CEILING if protects == "LONG" else ROUND_FLOOR)
+    return (whole * step).quantize(step)
 
 
 class ContractRules:
@@ -51,6 +74,10 @@ class ContractRules:
     def round_price(self, price: Decimal) -> Decimal:
         """Nearest multiple of the tick (half-up by default)."""
         return round_to_step(price, self.contract.tick_size, self._price_rounding)
+
+    def round_stop_price(self, price: Decimal, protects: str) -> Decimal:
+        """A stop-loss trigger on the tick toward the entry of the ``protects`` (LONG/SHORT) position."""
+        return round_stop_to_step(price, self.contract.tick_size, protects)
 
     def round_qty(self, qty: Decimal) -> Decimal:
         """Quantity rounded DOWN to the step: never trade more than asked."""
@@ -108,13 +135,14 @@ class ContractRules:
                 continue
             if value <= 0:
                 raise OrderValidationError(f"{c.symbol}: {name} must be positive, got {value}")
-            rounded = self.round_price(value)
+            stop = name == "stop_price" and req.type in _STOP_TYPES and not opening
+            rounded = self.round_stop_price(value, closed_side(req)) if stop else self.round_price(value)
             if rounded.compare_total(value):  # also a different spelling of the same number ("0.50" for "0.5")
                 changes[name] = rounded
         for name in ("stop_loss", "take_profit"):
             trigger = getattr(req, name)
             if trigger is not None:
-                prepared_trigger = self._prepare_trigger(trigger, name)
+                prepared_trigger = self._prepare_trigger(trigger, name, opened_side(req))
                 if prepared_trigger is not trigger:
                     changes[name] = prepared_trigger
         # values already on the tick (the broker rounds its levels) leave the request as it is: no copy on the order path
@@ -133,10 +161,13 @@ class ContractRules:
                                        f"{c.step_size}; refusing to send")
         return dataclasses.replace(prepared, quantity=qty) if qty != prepared.quantity else prepared
 
-    def _prepare_trigger(self, trigger: TriggerSpec, name: str) -> TriggerSpec:
+    def _prepare_trigger(self, trigger: TriggerSpec, name: str, opened: str) -> TriggerSpec:
         if trigger.stop_price <= 0:
             raise OrderValidationError(f"{self.symbol}: {name}.stop_price must be positive, got {trigger.stop_price}")
-        changes: dict[str, Any] = {"stop_price": self.round_price(trigger.stop_price)}
+        # the stop-loss attached to an entry protects the position the entry opens
+        stop_price = (self.round_stop_price(trigger.stop_price, opened) if name == "stop_loss"
+                      else self.round_price(trigger.stop_price))
+        changes: dict[str, Any] = {"stop_price": stop_price}
         if trigger.price is not None:
             changes["price"] = self.round_price(trigger.price)
         if trigger.quantity is not None:
@@ -144,6 +175,20 @@ class ContractRules:
         if not any(value.compare_total(getattr(trigger, name)) for name, value in changes.items()):
             return trigger  # already exactly as it would be sent
         return dataclasses.replace(trigger, **changes)
+
+
+def closed_side(req: OrderRequest) -> str:
+    """LONG / SHORT: the position a closing order reduces (its position side; in one-way mode, SELL closes a long)."""
+    if req.position_side in (PositionSide.LONG, PositionSide.SHORT):
+        return str(req.position_side)
+    return "LONG" if req.side == Side.SELL else "SHORT"
+
+
+def opened_side(req: OrderRequest) -> str:
+    """LONG / SHORT: the position an order adds to (its position side; in one-way mode, BUY opens a long)."""
+    if req.position_side in (PositionSide.LONG, PositionSide.SHORT):
+        return str(req.position_side)
+    return "LONG" if req.side == Side.BUY else "SHORT"
 
 
 def is_closing(req: OrderRequest) -> bool:
