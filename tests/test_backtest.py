@@ -58,7 +58,7 @@ def test_broker_fill_rules_slippage_and_fees() -> None:
     stop = broker.submit_exit(long, ExitIntent(ExitKind.STOP, Decimal("4"), 97.0, "stop", False), M)
     assert stop.price == pytest.approx(97.0 * (1 - 0.0002)) and stop.fee == pytest.approx(4 * stop.price * 0.0005)
     target = broker.submit_exit(long, ExitIntent(ExitKind.TARGET, Decimal("6"), 112.0, "target", True), 2 * M)
-    assert target.price == 112.0 and target.fee == pytest.approx(6 * 112.0 * 0.0002)  # at the level, maker
+    assert target.price == 112.0 and target.fee == pytest.approx(6 * 112.0 * 0.0005)  # at the level, taker (live: TAKE_PROFIT_MARKET)
     expected_cash = 10_000 - entry.fee + (stop.price - entry.price) * 4 - stop.fee + (112.0 - entry.price) * 6 - target.fee
     assert broker.cash == pytest.approx(expected_cash)
     assert broker.open == {}
@@ -68,7 +68,7 @@ def test_broker_fill_rules_slippage_and_fees() -> None:
     assert fill.price == pytest.approx(99.98)  # a short sells 2 bps lower
     short.entry = fill
     partial = broker.submit_exit(short, ExitIntent(ExitKind.PARTIAL, Decimal("0.3"), 94.0, "partial_2R", False), M)
-    assert partial.price == 94.0 and partial.fee == pytest.approx(0.3 * 94.0 * 0.0002)
+    assert partial.price == 94.0 and partial.fee == pytest.approx(0.3 * 94.0 * 0.0005)  # taker (live: MARKET)
     trailing = broker.submit_exit(short, ExitIntent(ExitKind.TRAILING_STOP, Decimal("0.7"), 97.0, "trailing_stop", True), M)
     assert trailing.price == pytest.approx(97.0 * 1.0002) and trailing.fee == pytest.approx(0.7 * trailing.price * 0.0005)
 
@@ -107,7 +107,7 @@ def test_engine_short_trade_partial_trailing_step_and_trailing_stop() -> None:
     rest = qty - partial_qty
     p_price = fill - 2 * r
     s_price = (fill - r) * (1 + 0.0002)
-    p_fee = float(partial_qty) * p_price * 0.0002 + entry_fee * float(partial_qty / qty)
+    p_fee = float(partial_qty) * p_price * 0.0005 + entry_fee * float(partial_qty / qty)
     s_fee = float(rest) * s_price * 0.0005 + entry_fee * float(rest / qty)
     p_pnl = (fill - p_price) * float(partial_qty) - p_fee
     s_pnl = (fill - s_price) * float(rest) - s_fee
@@ -146,6 +146,18 @@ def test_engine_books_partials_and_target_filled_in_one_candle(caplog: pytest.Lo
         (position.qty * Decimal(f)).quantize(Decimal("0.01"), rounding="ROUND_FLOOR") for f in ("0.3", "0.4")
     ]
     assert position.exits[-1].price == pytest.approx(fill - 15 * signal.atr)
+    # every exit at its level with the taker fee (live: MARKET partials, a TAKE_PROFIT_MARKET target); each
+    # trades.csv row carries its exit's fee plus its share of the entry fee
+    r, qty = 3 * signal.atr, position.qty
+    entry_fee = float(qty) * fill * 0.0005
+    levels = [fill - 2 * r, fill - 4 * r, fill - 5 * r]
+    rows = trade_rows(result.positions)
+    for row, level in zip(rows, levels, strict=True):
+        row_qty = Decimal(row[5])
+        assert float(row[9]) == pytest.approx(level)
+        assert float(row[12]) == pytest.approx(float(row_qty) * level * 0.0005 + entry_fee * float(row_qty / qty))
+    exit_notional = sum(float(Decimal(row[5])) * level for row, level in zip(rows, levels))
+    assert session.broker.fees_paid == pytest.approx(entry_fee + exit_notional * 0.0005)
 
 
 def test_engine_closes_leftovers_at_the_end_and_rejects_unaffordable_entries() -> None:

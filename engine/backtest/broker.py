@@ -2,7 +2,10 @@
 
 * Entry: the trigger candle's close plus ``slippage_bps`` against the trade; taker fee.
 * Stop (initial or trailed) and out-of-plan closes: the level plus slippage against the trade; taker fee.
-* Partial exits and the target: exactly at the level (resting limit orders); maker fee.
+* Partial exits and the target: exactly at the level (the spec gives slippage to the entry and the
+  stop only); taker fee, as live pays it: partials go out as MARKET orders and the target is a
+  TAKE_PROFIT_MARKET order, both taker fills on BingX. No fill is a maker fill (``maker_fee`` is kept
+  for the settings record only).
 * Fees are a fraction of the fill's notional.
 
 Cash starts at ``balance`` and changes by each fill's gross PnL and fee, so ``equity(mark)``
@@ -14,7 +17,9 @@ from __future__ import annotations
 from engine.trading.manager import ExitIntent, ExitKind, StopMove
 from engine.trading.positions import Fill, Position
 
-_TAKER_EXITS = frozenset({ExitKind.STOP, ExitKind.TRAILING_STOP, ExitKind.CLOSE})
+# exits that fill at their level plus slippage (shared/strategies.md: the entry and the stop slip; the target and
+# the partials fill at their level)
+_SLIPPED_EXITS = frozenset({ExitKind.STOP, ExitKind.TRAILING_STOP, ExitKind.CLOSE})
 
 
 class SimulatedBroker:
@@ -27,7 +32,7 @@ class SimulatedBroker:
         self.cash = balance
         self.slippage = slippage_bps / 10_000.0
         self.taker_fee = taker_fee
-        self.maker_fee = maker_fee
+        self.maker_fee = maker_fee  # unused: every exit the bot sends is a market-type (taker) order
         self.open: dict[str, Position] = {}
         self.fees_paid = 0.0
         self.stop_moves = 0
@@ -51,17 +56,13 @@ class SimulatedBroker:
         return Fill(price, position.qty, fee, time_ms)
 
     def submit_exit(self, position: Position, intent: ExitIntent, time_ms: int) -> Fill:
-        """Fill a stop/close with slippage and taker fee, a partial/target at its level with maker fee."""
+        """Fill a stop/close with slippage, a partial/target at its level; every exit pays the taker fee."""
         sign = position.signal.side.sign
         qty = intent.qty
-        if intent.kind in _TAKER_EXITS:
+        price = intent.price
+        if intent.kind in _SLIPPED_EXITS:
             price = intent.price * (1.0 - sign * self.slippage)
-            fee_rate = self.taker_fee
-        else:
-            price = intent.price
-            fee_rate = self.maker_fee
-        notional = float(qty) * price
-        fee = notional * fee_rate
+        fee = float(qty) * price * self.taker_fee
         assert position.entry is not None
         self.cash += (price - position.entry.price) * sign * float(qty) - fee
         self.fees_paid += fee
