@@ -82,6 +82,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-limit-status", type=int, choices=(200, 429), default=200,
                         help="HTTP status of a 100410 answer (default 200)")
     parser.add_argument("--funding-rate", type=_decimal, default=None, help="funding rate per 8 h for every market")
+    parser.add_argument("--cap-pending-stops", action="store_true",
+                        help="refuse a closing stop (110406) / take-profit (110407) that would take the pending quantity "
+                        "of its kind above the position size (protocol notes 6.2, UNCONFIRMED reading)")
     parser.add_argument("--ws-ping-interval", type=float, default=5.0, help="seconds between server Pings")
     parser.add_argument("--ws-idle-timeout", type=float, default=30.0, help="drop a silent client after this many seconds")
     faults = parser.add_argument_group("fault injection")
@@ -149,6 +152,7 @@ def build_server(args: argparse.Namespace) -> SimulatorServer:
         idle_timeout_s=args.ws_idle_timeout,
         rate_limit_scale=args.rate_limit_scale,
         rate_limit_http_status=args.rate_limit_status,
+        cap_pending_stops=args.cap_pending_stops,
         faults=faults,
     )
 

@@ -18,6 +18,9 @@ How orders meet the replayed market (see ``markets.py`` for the synthetic book):
   once their position is flat or has flipped.
 * Attached ``stopLoss``/``takeProfit`` become live conditional orders when the entry
   order first fills.
+* Opt-in (``EngineConfig.cap_pending_stops``, protocol notes 6.2, UNCONFIRMED): the working
+  STOP*/TAKE_PROFIT* quantity of a position may not exceed its size; a closing stop/target
+  that would is refused (110406/110407).
 
 Money is Decimal; fees and funding are rounded to 1e-8; the wallet only changes via
 income records (see ``accounts.py``).
@@ -183,6 +186,10 @@ class EngineConfig:
     # The other reading of protocol notes 6.5 (UNCONFIRMED): conditional orders drop clientOrderId
     # (stored and echoed as "", not findable by it).
     conditional_ignores_client_id: bool = False
+    # The enforcing reading of protocol notes 6.2 (UNCONFIRMED): "the pending stop quantity on a position cannot
+    # exceed the position size" (and the same for take-profits). When on, a closing STOP*/TAKE_PROFIT* order whose
+    # quantity plus the working ones of its family exceeds the position is refused (see ``_check_pending_cap``).
+    cap_pending_stops: bool = False
 
 
 class MatchingEngine:
@@ -422,6 +429,35 @@ class MatchingEngine:
             closes_long = (position_side == "LONG") if self.account.hedge_mode else (side == "SELL")
             self._check_stop_side(closes_long, order_type, stop_price, self._trigger_price(market, working_type))
 
+    def _pending_close_qty(self, symbol: str, side: str, position_side: str, family: frozenset[str], size: Decimal) -> Decimal:
+        """Quantity of the working close-only orders of ``family`` on one position side (attached SL/TP included once
+        they exist, i.e. once their entry filled); a ``closePosition`` order stands for the whole position."""
+        return sum(
+            (size if o.close_position else o.remaining for o in self.open_orders[symbol].values()
+             if o.closing and o.type in family and o.position_side == position_side and o.side == side),
+            ZERO,
+        )
+
+    def _check_pending_cap(self, symbol: str, side: str, order_type: str, position_side: str, qty: Decimal,
+                           close_position: bool) -> None:
+        """Refuse a closing STOP*/TAKE_PROFIT* order that would take the pending quantity of its family on the position
+        above the position size (``EngineConfig.cap_pending_stops``; TRIGGER_* entry orders are never capped).
+
+        The code for this refusal is not documented: the protocol's codes for a duplicate position stop loss / take
+        profit (110406 / 110407) are used, as the closest documented answer.
+        """
+        if order_type in STOP_FAMILY:
+            family, code = STOP_FAMILY, 110406
+        elif order_type in TP_FAMILY:
+            family, code = TP_FAMILY, 110407
+        else:
+            return
+        pos = self.account.position(symbol, position_side)
+        size = pos.size if pos else ZERO
+        wanted = size if close_position else qty
+        if self._pending_close_qty(symbol, side, position_side, family, size) + wanted > size:
+            raise ApiError(code)
+
     def _read_attached(self, p: dict[str, str], market: Market, side: str, position_side: str, order_type: str, price: Decimal) -> tuple[TpSl | None, TpSl | None]:
         """Attached stopLoss/takeProfit of an opening order, checked against the entry's direction."""
         stop_loss = self._parse_tpsl("stopLoss", p.get("stopLoss"), "STOP_MARKET", STOP_FAMILY)
@@ -453,6 +489,8 @@ class MatchingEngine:
         qty = self._read_quantity(p, market, ref_price, closing=closing, close_position=close_position)
         if closing:
             self._check_closing(market, side, order_type, position_side, stop_price, working_type)
+            if self.config.cap_pending_stops:
+                self._check_pending_cap(market.symbol, side, order_type, position_side, qty, close_position)
             stop_loss = take_profit = None  # attached SL/TP only ride on opening orders
         else:
             stop_loss, take_profit = self._read_attached(p, market, side, position_side, order_type, price)

@@ -81,6 +81,7 @@ class SimulatorServer:
         strict_signing: bool = False,
         duplicate_client_id_code: int = 101400,
         conditional_ignores_client_id: bool = False,
+        cap_pending_stops: bool = False,
         warmup_minutes: int = 1440,
         max_speed_waits_for_client: bool = True,
         legs_points: int = 3,
@@ -110,7 +111,7 @@ class SimulatorServer:
         self.max_speed_waits_for_client = max_speed_waits_for_client
         self.legs_points = legs_points
         self.engine_config = EngineConfig(taker_fee, maker_fee, default_leverage, duplicate_client_id_code,
-                                          conditional_ignores_client_id)
+                                          conditional_ignores_client_id, cap_pending_stops=cap_pending_stops)
         self.faults = faults or Faults()
         self.limiter = RateLimiter(rate_limit_scale)
         self.listen_keys = ListenKeyStore(listen_key_ttl_s)
