@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from alerts import AlertDelivery, AlertPublisher, routes_from_config
 from alerts.events import AlertEvent
+from bot.config import APPROVAL_ALERTS_OFF
 from commands.model import Reply
 from commands.ports import (
     BALANCE_UNKNOWN,
+    ApprovalRefusedError,
     BalanceView,
     CloseReport,
     EmergencyStopReport,
@@ -41,7 +42,7 @@ from commands.ports import (
     StatusSnapshot,
 )
 from db.kv import kv_get, kv_set
-from db.models import Order, OrderStatus, Signal, SignalFate
+from db.models import Order, OrderStatus, Signal, SignalFate, Trade, TradeState
 
 if TYPE_CHECKING:
     from bot.worker import Worker
@@ -56,7 +57,6 @@ TELEGRAM_POLL_TIMEOUT_S = 2.0  # long-poll length: bounds how long stopping the 
 ADAPTER_RETRY_MAX_S = 60.0
 CLOSE_SETTLE_S = 10.0
 STALE_SENT_S = 60.0  # a placement unanswered this long lost its call (engine.execution.order_tracker's stale_sent_s)
-REJECTED_EXIT = re.compile(r"^exit (\S+) on (\S+) rejected by the exchange")  # ExecutionBroker._rejected's halt
 WORKING_STATUSES = (OrderStatus.CREATED, OrderStatus.SENT, OrderStatus.UNKNOWN, OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
 SEVERITY = {"error": "error", "halt": "error", "risk_rejection": "warning", "protection": "warning", "exit": "info",
             "entry": "success"}
@@ -320,18 +320,40 @@ class WorkerTradingPorts:
                 reasons.append(f"the {roles} placement of {ctx.symbol} {ctx.strategy} ({ctx.trade_id}) has an unknown "
                                "outcome (the order tracker is still looking it up)")
         for halt in broker.halt_reasons:  # every reason since the last resume, not only the first
-            rejected = REJECTED_EXIT.search(halt)
-            if rejected is None:
+            symbol = broker.rejected_exits.get(halt)
+            if symbol is None:
                 continue
-            symbol = rejected.group(2)
             held = [t.position_id for t in broker.open_trades() if t.symbol == symbol]
             if held:
-                reasons.append(f"the exit {rejected.group(1)} on {symbol} was rejected and the position is still open "
-                               f"({', '.join(held)}): close it (/close <id>) or by hand first")
+                reasons.append(f"{halt} and the position is still open ({', '.join(held)}): close it (/close <id>) "
+                               "or by hand first")
+        reasons.extend(await self._unmanaged_trades(broker))
         return reasons
 
+    async def _unmanaged_trades(self, broker: Any) -> list[str]:
+        """Trades the database holds open that this run does not manage (restart recovery could not load them)."""
+        try:
+            rows = await Trade.filter(mode=self.worker.mode, state__in=[TradeState.PENDING, TradeState.OPEN,
+                                                                          TradeState.CLOSING]).values_list("id", "symbol")
+        except Exception as exc:
+            return [f"the trades cannot be checked ({type(exc).__name__}: database unavailable)"]
+        active = broker.active_trades
+        held = {ctx.db_trade.id for ctx in active if ctx.db_trade is not None}
+        placing = {ctx.symbol for ctx in active if ctx.db_trade is None}  # an entry whose rows are still being built
+        return [f"trade {trade_id} on {symbol} is open in the database but not managed by this run (restart "
+                "recovery could not load it, see the recovery alert): restart the bot once its orders are resolved"
+                for trade_id, symbol in rows if trade_id not in held and symbol not in placing]
+
     async def set_approval(self, enabled: bool, actor: str) -> None:
-        """Approval mode on/off, persisted in the key-value store so a restart keeps it."""
+        """Approval mode on/off, persisted in the key-value store so a restart keeps it.
+
+        Turning it on is refused (:class:`~commands.ports.ApprovalRefusedError`, nothing changed) while
+        ``alerts.approval`` is off: nobody would see the requests, so every entry would expire
+        unapproved. Off always works.
+        """
+        if enabled and self.worker.config.alerts.approval == "off":
+            log.warning("approval mode not turned on by %s: alerts.approval is off", actor)
+            raise ApprovalRefusedError(f"{APPROVAL_ALERTS_OFF} in the config, then restart")
         await kv_set(f"{APPROVAL_KEY}.{self.worker.mode}", bool(enabled))
         self.approval_enabled = bool(enabled)
         log.warning("approval mode %s by %s", "on" if enabled else "off", actor)
@@ -462,6 +484,11 @@ class ChatOps:
         self.worker = worker
         stored = await kv_get(f"{APPROVAL_KEY}.{worker.mode}", None)
         approval_on = config.approval.enabled if stored is None else bool(stored)
+        if approval_on and config.alerts.approval == "off":
+            # switched on from chat by an earlier run: it stays on (the safer way round), and its requests are
+            # posted with sound rather than hidden
+            log.warning("approval mode is on (switched on from chat earlier) although alerts.approval is off: "
+                        "approval requests are posted with sound")
         self.ports = ports = WorkerTradingPorts(worker, approval_on)
         self.publisher = AlertPublisher(config.alerts, routes_from_config(config))
         self.delivery = AlertDelivery(config.alerts)
@@ -525,6 +552,16 @@ class ChatOps:
                 await asyncio.sleep(delay)
                 delay = min(ADAPTER_RETRY_MAX_S, delay * 2)
 
+    @property
+    def _approval_silent(self) -> bool:
+        """Approval requests go without sound (``alerts.approval: silent``).
+
+        ``off`` is refused by the config and by /approval on; should approval mode still be on
+        (a switch stored by an earlier run), the requests are posted with sound rather than hidden.
+        """
+        assert self.worker is not None
+        return self.worker.config.alerts.approval == "silent"
+
     async def _start_telegram(self) -> None:
         from bot.telegram_adapter import (
             TelegramAdapter,
@@ -545,7 +582,7 @@ class ChatOps:
         if tg.chat_id is not None:
             self.delivery.add_sender(TelegramAlertSender(adapter, tg.chat_id, "telegram"))
             assert self.approvals is not None
-            self.approvals.add_notifier(TelegramApprovalNotifier(adapter, tg.chat_id))
+            self.approvals.add_notifier(TelegramApprovalNotifier(adapter, tg.chat_id, silent=self._approval_silent))
         if tg.error_chat_id is not None:
             self.delivery.add_sender(TelegramAlertSender(adapter, tg.error_chat_id, "telegram_errors"))
 
@@ -560,7 +597,8 @@ class ChatOps:
         if dc.channel_id is not None:
             self.delivery.add_sender(dca.DiscordChannelSender(adapter, dc.channel_id, "discord"))
             assert self.approvals is not None
-            self.approvals.add_notifier(dca.DiscordApprovalNotifier(adapter, dc.channel_id))
+            notifier = dca.DiscordApprovalNotifier(adapter, dc.channel_id, silent=self._approval_silent)
+            self.approvals.add_notifier(notifier)
         if dc.error_channel_id is not None:
             self.delivery.add_sender(dca.DiscordChannelSender(adapter, dc.error_channel_id, "discord_errors"))
 

@@ -204,6 +204,10 @@ class ApprovalConfig(_Strict):
 
 AlertLevel = Literal["on", "silent", "off"]
 
+# Why approval mode cannot run with alerts.approval off (config error and the /approval refusal).
+APPROVAL_ALERTS_OFF = ("alerts.approval is off, so approval requests would be posted nowhere and every entry "
+                       "would expire unapproved: set alerts.approval to on or silent")
+
 
 class AlertsConfig(_Strict):
     """Per event type: ``on`` (notify), ``silent`` (deliver without sound), ``off``."""
@@ -219,8 +223,9 @@ class AlertsConfig(_Strict):
     error: AlertLevel = "on"
     hourly_status: AlertLevel = "silent"
     daily_summary: AlertLevel = "on"
-    # Not applied yet: approval requests are posted by the approval notifiers, not through the publisher
-    # (they need an answer, so they always notify). Kept so existing config files stay valid.
+    # Approval requests (approval mode): posted by the approval notifiers, not through the publisher.
+    # ``silent`` posts them without sound; ``off`` is refused together with approval mode (see
+    # AppConfig._approval_requests_visible), since an unseen request could only ever expire.
     approval: AlertLevel = "on"
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 50
     dedup_window_s: Annotated[float, Field(ge=0)] = 300.0
@@ -321,6 +326,25 @@ class AppConfig(_Strict):
             self.exchange.api_key.get_secret_value() and self.exchange.api_secret.get_secret_value()
         ):
             raise ValueError("mode is live but exchange.api_key / exchange.api_secret are empty")
+        return self
+
+    @model_validator(mode="after")
+    def _capped_entries_keep_free_margin(self) -> "AppConfig":
+        # sizing leaves margin_reserve_pct of the leverage cap free; below the gate's minimum, every
+        # entry the cap sizes would be refused by the free-margin rule (paper/live), unlike the backtest
+        reserve, minimum = self.strategies.margin_reserve_pct, self.risk.min_free_margin_pct
+        if reserve < minimum:
+            raise ValueError(
+                f"strategies.margin_reserve_pct ({reserve:g}) is below risk.min_free_margin_pct ({minimum:g}): "
+                "every entry capped by leverage would leave too little free margin and be refused by the risk gate; "
+                "set strategies.margin_reserve_pct >= risk.min_free_margin_pct"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _approval_requests_visible(self) -> "AppConfig":
+        if self.approval.enabled and self.alerts.approval == "off":
+            raise ValueError(f"approval.enabled is true but {APPROVAL_ALERTS_OFF} (or approval.enabled to false)")
         return self
 
     def secret_values(self) -> list[str]:

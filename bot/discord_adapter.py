@@ -291,17 +291,21 @@ class DiscordChannelSender:
 
 
 class DiscordApprovalNotifier:
-    """Posts approval requests with Approve / Deny buttons and edits them with the decision."""
+    """Posts approval requests with Approve / Deny buttons and edits them with the decision.
+
+    ``silent`` (``alerts.approval: silent``) posts the requests without notification sound.
+    """
 
     name = "discord"
 
-    def __init__(self, adapter: DiscordAdapter, channel_id: int) -> None:
+    def __init__(self, adapter: DiscordAdapter, channel_id: int, *, silent: bool = False) -> None:
         self.adapter = adapter
         self.channel_id = channel_id
+        self.silent = silent
 
     async def post_request(self, reply: Reply) -> list[dict[str, Any]]:
         """Send the request; returns where it is."""
-        ids = await self.adapter.send_reply(self.channel_id, reply)
+        ids = await self.adapter.send_reply(self.channel_id, reply, silent=self.silent)
         return [{"channel_id": self.channel_id, "message_id": ids[-1]}]
 
     async def update_request(self, ref: dict[str, Any], reply: Reply) -> None:

@@ -234,17 +234,21 @@ class TelegramAlertSender:
 
 
 class TelegramApprovalNotifier:
-    """Posts approval requests to the alert chat and edits them with the decision."""
+    """Posts approval requests to the alert chat and edits them with the decision.
+
+    ``silent`` (``alerts.approval: silent``) posts the requests without notification sound.
+    """
 
     name = "telegram"
 
-    def __init__(self, adapter: TelegramAdapter, chat_id: int) -> None:
+    def __init__(self, adapter: TelegramAdapter, chat_id: int, *, silent: bool = False) -> None:
         self.adapter = adapter
         self.chat_id = chat_id
+        self.silent = silent
 
     async def post_request(self, reply: Reply) -> list[dict[str, Any]]:
         """Send the request with its buttons; returns where it is."""
-        ids = await self.adapter.send_reply(self.chat_id, reply)
+        ids = await self.adapter.send_reply(self.chat_id, reply, silent=self.silent)
         return [{"chat_id": self.chat_id, "message_id": ids[-1]}]
 
     async def update_request(self, ref: dict[str, Any], reply: Reply) -> None:

@@ -93,7 +93,6 @@ class ApprovalService:
         prices: PriceSource,
         notifiers: list[ApprovalNotifier] | None = None,
         *,
-        silent: bool = False,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         mode: str | None = None,
     ) -> None:
@@ -101,7 +100,6 @@ class ApprovalService:
         self.config = config
         self.prices = prices
         self.notifiers: list[ApprovalNotifier] = list(notifiers or [])
-        self.silent = silent
         self._now = now
         self._waiters: dict[int, asyncio.Future[ApprovalDecision]] = {}
         self._timers: dict[int, asyncio.Task[None]] = {}

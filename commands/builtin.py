@@ -9,7 +9,7 @@ from commands import format as fmt
 from commands import stats
 from commands.auth import Role
 from commands.model import Button, ButtonStyle, Reply, Table
-from commands.ports import HealthView, NotSavedError, PositionView, ResumeRefusedError
+from commands.ports import ApprovalRefusedError, HealthView, NotSavedError, PositionView, ResumeRefusedError
 from commands.registry import CommandContext, CommandSpec, UsageError
 from db.models import AlertOutbox, AlertStatus, Signal
 
@@ -295,7 +295,10 @@ async def cmd_approval(ctx: CommandContext) -> Reply:
     if len(ctx.args) != 1 or ctx.args[0].lower() not in ("on", "off"):
         raise UsageError("say on or off")
     enabled = ctx.args[0].lower() == "on"
-    await ctx.deps.control.set_approval(enabled, ctx.caller.actor)
+    try:
+        await ctx.deps.control.set_approval(enabled, ctx.caller.actor)
+    except ApprovalRefusedError as exc:
+        return Reply(title="Approval mode not turned on", text=str(exc), severity="warning")
     return Reply(title=f"Approval mode {'on: every entry waits for an admin' if enabled else 'off'}", severity="success")
 
 

@@ -143,6 +143,10 @@ class ResumeRefusedError(Exception):
     """``resume`` refused: what halted the execution side is not resolved (the message says what). Nothing changed."""
 
 
+class ApprovalRefusedError(Exception):
+    """``set_approval`` refused to turn approval mode on (the message says why). Nothing changed."""
+
+
 @runtime_checkable
 class TradingReader(Protocol):
     """Read side of the engine (in-memory state; must be fast)."""
@@ -175,7 +179,7 @@ class TradingControl(Protocol):
         ...
 
     async def set_approval(self, enabled: bool, actor: str) -> None:
-        """Turn approval mode on or off (persisted by the engine)."""
+        """Turn approval mode on or off (persisted by the engine); :class:`ApprovalRefusedError` when it cannot be on."""
         ...
 
     async def close_positions(self, target: str, actor: str) -> CloseReport:

@@ -26,7 +26,7 @@ from bot.health import HealthState
 from commands import build_dispatcher
 from commands.model import Caller, Reply
 from db.database import close_db
-from db.models import Order, OrderIntent, OrderStatus, TradingStateRecord
+from db.models import Order, OrderIntent, OrderStatus, Trade, TradeState, TradingStateRecord
 from engine.exchange.bingx import OrderRequest, new_client_order_id
 from engine.execution.broker import ExecutionBroker
 from engine.execution.paper_venue import PaperVenue
@@ -213,7 +213,7 @@ async def test_a_halt_that_arrives_while_resume_checks_stays_in_force(db_url: st
     real_resume = risk.resume
 
     async def resume_while_a_close_is_rejected(actor: str) -> Any:
-        broker.halt(f"exit ex-3 on {SYM} rejected by the exchange")  # the broker's worker runs during this await
+        broker.halt_for_rejected_exit("ex-3", SYM)  # the broker's worker runs during this await
         return await real_resume(actor)
 
     risk.resume = resume_while_a_close_is_rejected
@@ -229,12 +229,36 @@ async def test_resume_refuses_while_a_rejected_exit_left_its_position_open(db_ur
     held = SimpleNamespace(symbol=SYM, position_id="pos-7")
     broker.open_trades = lambda: [held]  # type: ignore[method-assign] - the trade the broker still holds
     broker.halt("supervisor gave up on the funding job")  # an earlier halt: the rejected exit is not the first reason
-    broker.halt(f"exit ex-9 on {SYM} rejected by the exchange")
+    broker.halt_for_rejected_exit("ex-9", SYM)
     ports = WorkerTradingPorts(worker_for(config, alerts, runtime=runtime_with(broker=broker), risk=risk))
     refused = await build_dispatcher(config, ports, ports).dispatch(ME, "resume", [])
     assert refused.title == "Not resumed: entries stay halted", text_of(refused)
     assert "ex-9" in refused.text and "pos-7" in refused.text
     assert broker.halted_reason is not None
+
+
+async def test_resume_refuses_while_a_trade_left_open_in_the_database_is_not_managed(db_url: str, sim: Any) -> None:
+    """Restart recovery could not load a trade (its entry's outcome was unknown): entries were halted. Once the order
+    tracker settles the entry the order check passes, but nothing manages that trade's position (no trailing,
+    no partials, no exit): /resume keeps refusing until a restart has loaded it."""
+    config, alerts = live_config(sim), Alerts()
+    broker, risk = paper_broker(), RiskManager(config)
+    ports = WorkerTradingPorts(worker_for(config, alerts, runtime=runtime_with(broker=broker), risk=risk))
+    dispatcher = build_dispatcher(config, ports, ports)
+    levels = {"initial_qty": 10, "qty": 0, "initial_stop": 1, "stop": 1, "target": 3, "risk_per_unit": 1}
+    trade = await Trade.create(symbol=SYM, strategy="trend", side="LONG", mode="live", **levels)
+    await Trade.create(symbol=SYM, strategy="trend", side="LONG", mode="paper", **levels)  # the paper bot's
+    broker.halt(f"recovery: trade {trade.id} {SYM} trend LONG: entry order en-1 is SENT")
+
+    refused = await dispatcher.dispatch(ME, "resume", [])
+    assert refused.title == "Not resumed: entries stay halted", text_of(refused)
+    assert f"trade {trade.id} on {SYM}" in refused.text and "not managed" in refused.text
+    assert refused.text.count("not managed") == 1  # the paper bot's trade is not this bot's business
+
+    trade.state, trade.exit_reason = TradeState.CLOSED, "entry_failed"  # a restart's recovery: never filled
+    await trade.save()
+    resumed = await dispatcher.dispatch(ME, "resume", [])
+    assert resumed.title == "Resumed: entries allowed", text_of(resumed)
 
 
 # -- C10: the database is down ------------------------------------------------------------------------
