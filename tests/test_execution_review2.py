@@ -87,7 +87,9 @@ async def test_rate_limited_trailing_stop_keeps_the_old_stop_and_retries(db_url:
         held, orders_before = _position(sim), len(sim.state()["orders"])
         new_level = _trail_target(ctx, broker.last_price[SYMBOL])
 
-        sim.faults.force_rate_limit(1.0)  # a burst: every call answers 100410 for a second
+        # a burst: every call answers 100410 for 3 s (long enough that the checks below run inside it, even on a
+        # slow database; with 1 s the retried stop could already be working on PostgreSQL)
+        sim.faults.force_rate_limit(3.0)
         broker.move_stop(SYMBOL, ctx.position, StopMove(new_level, 1.0, 0.5), 0)
         await runtime.wait_idle()
         assert _position(sim) == held and _market_closes(sim, orders_before) == []

@@ -152,6 +152,9 @@ class ExecutionBroker:
         self.last_price: dict[str, float] = {}
         self.halted_reason: str | None = None  # the first reason since the last resume (what /health shows)
         self.halt_reasons: list[str] = []  # every distinct reason since the last resume (what /resume must check)
+        # halt reason -> the symbol whose exit the exchange refused: /resume keeps the halt while that symbol's
+        # position is still held (a structured record, so the check never depends on the reason's wording)
+        self.rejected_exits: dict[str, str] = {}
         self.wallet = ZERO
         self._ctx: dict[str, TradeCtx] = {}  # open or pending trades by engine trade id
         self._route: dict[int, tuple[TradeCtx, str]] = {}  # DB order id -> (trade, role: entry/stop/target/exit)
@@ -229,8 +232,19 @@ class ExecutionBroker:
         else:
             self.halt_reasons[:] = [r for r in self.halt_reasons if r not in reasons]
         self.halted_reason = self.halt_reasons[0] if self.halt_reasons else None
+        for reason in [r for r in self.rejected_exits if r not in self.halt_reasons]:
+            del self.rejected_exits[reason]
         if self._stood_down not in self.halt_reasons:
             self._stood_down = None
+
+    def halt_for_rejected_exit(self, client_order_id: str, symbol: str, note: str = "") -> None:
+        """Halt entries because the exchange refused (or never filled) an exit of ``symbol``'s position.
+
+        Recorded in :attr:`rejected_exits`, so chat-ops' /resume refuses while that position is still held.
+        """
+        reason = f"exit {client_order_id} on {symbol} rejected by the exchange{note}"
+        self.rejected_exits[reason] = symbol
+        self.halt(reason)
 
     @property
     def active_trades(self) -> list[TradeCtx]:
@@ -468,7 +482,7 @@ class ExecutionBroker:
             await self._entry_failed(ctx, reason, alert_type="risk_rejection")
             return
         tick = self.venue.price_tick(ctx.symbol)
-        ctx.attached_stop = round_to_tick(signal.stop, tick)
+        ctx.attached_stop = round_to_tick(signal.stop, tick, stop_of=ctx.side)
         ctx.attached_target = round_to_tick(signal.target, tick)
         management = {"entry_reference": reference_price}
         spec = OrderSpec(
@@ -664,21 +678,16 @@ class ExecutionBroker:
         self._awaiting.discard(order.id)
         delay = self._retry_delay(ctx.close_retries, exc)
         unprotected = ctx.stop is None
-        now = asyncio.get_running_loop().time()
-        loud = unprotected and (ctx.unprotected_alert_at is None or now - ctx.unprotected_alert_at >= UNPROTECTED_ALERT_EVERY_S)
+        loud = unprotected and self._unprotected_alert_due(ctx)
         if ctx.close_retries == 0 or loud:
-            if loud:
-                ctx.unprotected_alert_at = now
             protection = "WITHOUT A STOP on the exchange" if unprotected else "under its stop"
             await self._alert("error", f"{ctx.symbol} {ctx.strategy}: the exchange refused the {intent.label} close "
                               f"{order.client_order_id} for now ({exc.reason}); the position ({ctx.open_qty}) stays open "
                               f"{protection}; trying again in {delay:.0f} s", {"trade_id": ctx.trade_id})
         ctx.close_retries += 1
-        ctx.close_retry_pending = True
         purpose = order.intent
 
         async def again() -> None:
-            ctx.close_retry_pending = False
             if ctx.closed or ctx.open_qty <= 0 or ctx.exit_intents:
                 return  # closed meanwhile, or another exit is on its way
             if self._stood_down is not None:
@@ -710,8 +719,7 @@ class ExecutionBroker:
             # position is still held, so the engine manages all of it again (trailing, partials, target) until an
             # exit goes through. Not after a failed emergency close: that one took the trade away from the engine
             manager.reopen(ctx.open_qty)
-        # the wording "exit <cid> on <symbol> rejected by the exchange" is what chat-ops' /resume looks for
-        self.halt(f"exit {order.client_order_id} on {ctx.symbol} rejected by the exchange{halt_note}")
+        self.halt_for_rejected_exit(order.client_order_id, ctx.symbol, halt_note)
         protection = "under its stop" if ctx.stop is not None else "WITHOUT A STOP on the exchange"
         failure = what.replace("{label}", label)
         await self._alert("error", f"{ctx.symbol} {ctx.strategy}: {failure}; the position stays open "
@@ -928,7 +936,7 @@ class ExecutionBroker:
                                     target=plan.target, risk_per_unit=plan.risk_per_unit, time_ms=time_ms,
                                     management=self._management(ctx))
         await self._alert("entry", f"{ctx.symbol} {ctx.strategy} {ctx.side} opened: {order.filled_qty} @ {order.avg_price}, "
-                          f"stop {round_to_tick(plan.stop, self.venue.price_tick(ctx.symbol))}, "
+                          f"stop {round_to_tick(plan.stop, self.venue.price_tick(ctx.symbol), stop_of=ctx.side)}, "
                           f"target {round_to_tick(plan.target, self.venue.price_tick(ctx.symbol))}", {"trade_id": ctx.trade_id})
         try:
             await self._discover_attached(ctx)
@@ -976,7 +984,7 @@ class ExecutionBroker:
                            self.mode.upper(), ctx.trade_id, self._stood_down, extra=self._log_extra(ctx))
             return
         tick = self.venue.price_tick(ctx.symbol)
-        if not await self._renew(ctx, "stop", round_to_tick(ctx.stop_level, tick)):
+        if not await self._renew(ctx, "stop", round_to_tick(ctx.stop_level, tick, stop_of=ctx.side)):
             return  # the stop could not be placed: the trade is being closed at market (or was closed meanwhile)
         if ctx.closed or ctx.target_level is None:
             return
@@ -1103,9 +1111,7 @@ class ExecutionBroker:
                 f"trying again in {delay:.0f} s")
         if role == "stop" and not protected:
             # loud, but not once per retry: the first refusal, then at most every few minutes while it lasts
-            now = asyncio.get_running_loop().time()
-            if ctx.unprotected_alert_at is None or now - ctx.unprotected_alert_at >= UNPROTECTED_ALERT_EVERY_S:
-                ctx.unprotected_alert_at = now
+            if self._unprotected_alert_due(ctx):
                 await self._alert("error", text + f" (try {retries + 1})", {"trade_id": ctx.trade_id})
         elif retries == 0 and announce:
             await self._alert("error", text, {"trade_id": ctx.trade_id})
@@ -1117,6 +1123,16 @@ class ExecutionBroker:
             await self._protect(ctx)
 
         self._later(delay, f"protect {ctx.trade_id} (retry)", again)
+        return True
+
+    @staticmethod
+    def _unprotected_alert_due(ctx: TradeCtx) -> bool:
+        """Whether to alert (again) that ``ctx``'s position has no stop: the first time, then at most every
+        ``UNPROTECTED_ALERT_EVERY_S`` while it lasts. True marks the alert as sent now."""
+        now = asyncio.get_running_loop().time()
+        if ctx.unprotected_alert_at is not None and now - ctx.unprotected_alert_at < UNPROTECTED_ALERT_EVERY_S:
+            return False
+        ctx.unprotected_alert_at = now
         return True
 
     @staticmethod
@@ -1172,6 +1188,7 @@ class ExecutionBroker:
         still working): the caller must assume it may still be there.
         """
         self._cancelled_by_us.add(protective.order_id)
+        cancelled = True  # the exchange answered the cancel
         try:
             update = await self.venue.cancel(ctx.symbol, protective.exchange_order_id)
         except Exception as exc:
@@ -1180,26 +1197,18 @@ class ExecutionBroker:
             # explain it (a halt): learn its state now, as for an order that is no longer working
             logger.warning("[%s] cancel of %s failed: %s; looking it up", self.mode.upper(), protective.exchange_order_id, exc,
                            extra=self._log_extra(ctx))
+            cancelled, update = False, None
+        if update is None:  # the cancel failed, or the order no longer works (filled, gone with the position)
             try:
                 update = await self.venue.query(ctx.symbol, exchange_order_id=protective.exchange_order_id)
             except Exception as lookup_exc:
-                logger.warning("[%s] lookup of %s after a failed cancel failed too: %s", self.mode.upper(),
-                               protective.exchange_order_id, lookup_exc, extra=self._log_extra(ctx))
-                return False
+                logger.warning("[%s] lookup of %s after %s failed: %s", self.mode.upper(), protective.exchange_order_id,
+                               "its cancel" if cancelled else "a failed cancel", lookup_exc, extra=self._log_extra(ctx))
+                # after an answered cancel it no longer works (its fill may be unbooked); after a failed one, unknown
+                return cancelled
             if update is None:
                 return True  # the exchange does not have it
             update = dataclass_replace(update, source="lookup")
-        else:
-            if update is None:  # no longer working (filled, or gone with the position): learn its final state now
-                try:
-                    update = await self.venue.query(ctx.symbol, exchange_order_id=protective.exchange_order_id)
-                except Exception as lookup_exc:  # not working any more (the cancel said so); its fill may be unbooked
-                    logger.warning("[%s] lookup of %s after its cancel failed: %s", self.mode.upper(),
-                                   protective.exchange_order_id, lookup_exc, extra=self._log_extra(ctx))
-                    return True
-                if update is None:
-                    return True
-                update = dataclass_replace(update, source="lookup")
         order = await Order.get(id=protective.order_id)
         await self._apply(order, update)
         return update.status in FINAL_STATUSES
@@ -1215,7 +1224,7 @@ class ExecutionBroker:
         if ctx.db_trade is not None:
             await self.trades.set_stop(ctx.db_trade, move.new_stop, self._management(ctx))
         await self._alert("stop_moved", f"{ctx.symbol} {ctx.strategy}: stop moved to {move.stop_r:g}R "
-                          f"({round_to_tick(move.new_stop, self.venue.price_tick(ctx.symbol))}) after {move.at_r:g}R",
+                          f"({round_to_tick(move.new_stop, self.venue.price_tick(ctx.symbol), stop_of=ctx.side)}) after {move.at_r:g}R",
                           {"trade_id": ctx.trade_id})
         await self._protect(ctx)
 
