@@ -38,6 +38,9 @@ _RANK = {
     OrderStatus.NEW: 2,
     OrderStatus.PARTIALLY_FILLED: 3,
 }
+# final venue statuses that may come with executions: reported before those executions are booked, the order is
+# kept working until they are (the stream's fills follow, or a poll books them)
+_ENDS_WITH_FILLS = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED})
 ATTACHED_PREFIX = "attached:"  # client id of an order the exchange created from an entry's stopLoss/takeProfit
 
 
@@ -63,6 +66,9 @@ class OrderStore:
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
+        # order id -> (final status, executed qty) the venue reported before those executions were booked; in memory
+        # only: after a restart the poll of the still-working row reports the end again
+        self._ending: dict[int, tuple[OrderStatus, Decimal]] = {}
 
     async def create(self, spec: OrderSpec, intent: OrderIntent, trade_id: int | None, detail: dict[str, Any] | None = None,
                      *, sent: bool = False) -> Order:
@@ -191,27 +197,38 @@ class OrderStore:
                 changed += ["filled_qty", "avg_price"]
             status = update.status
             if order.status not in FINAL_STATUSES and _RANK.get(status, 4) >= _RANK.get(order.status, 4) and status != order.status:
-                if status is OrderStatus.FILLED and order.filled_qty < update.executed_qty and not derive_fills:
-                    # the executions are on their way (stream): keep the order working until they are booked
+                if status in _ENDS_WITH_FILLS and order.filled_qty < update.executed_qty and not derive_fills:
+                    # over on the venue, but executions it reports are not booked: they are on their way (stream) or
+                    # were missed (a poll books them). Ending it now would leave them unbooked for good: a final row
+                    # is never polled again (a stop that filled 696 of 995 and EXPIRED the rest)
+                    self._ending[order.id] = (status, update.executed_qty)
                     status = OrderStatus.PARTIALLY_FILLED
                 if status != order.status:
                     order.status = status
                     changed.append("status")
                     await OrderEvent.create(order=order, status=status, source=update.source,
                                             detail={"executed_qty": str(update.executed_qty)})
-            if order.status is OrderStatus.PARTIALLY_FILLED and order.quantity > 0 and order.filled_qty >= order.quantity:
-                order.status = OrderStatus.FILLED  # the last execution arrived after the FILLED report
-                changed.append("status")
-                await OrderEvent.create(order=order, status=OrderStatus.FILLED, source=update.source, detail={"completed_by_fill": True})
+            if order.status is OrderStatus.PARTIALLY_FILLED:
+                ending = self._completed_end(order)
+                if ending is not None:  # the last execution arrived after the report that ended the order
+                    order.status = ending
+                    changed.append("status")
+                    await OrderEvent.create(order=order, status=ending, source=update.source, detail={"completed_by_fill": True})
+            if order.status in FINAL_STATUSES:
+                self._ending.pop(order.id, None)
             if changed:
                 await order.save(update_fields=sorted(set(changed)) + ["updated_at"])
         return recorded
 
-    async def complete_if_filled(self, order: Order, venue_status: OrderStatus, source: str) -> None:
-        """A final venue status whose fills are all booked (e.g. FILLED reported before its last fill)."""
-        if order.status in FINAL_STATUSES:
-            return
-        await self.set_status(order, venue_status, source)
+    def _completed_end(self, order: Order) -> OrderStatus | None:
+        """The final status a working order has reached now that its fills are booked, if any: the end the venue
+        reported earlier (:attr:`_ending`), or FILLED once the whole quantity is filled."""
+        ending = self._ending.get(order.id)
+        if ending is not None and order.filled_qty >= ending[1]:
+            return ending[0]
+        if order.quantity > 0 and order.filled_qty >= order.quantity:
+            return OrderStatus.FILLED
+        return None
 
     async def record_missing_fill(self, order: Order, *, fee_total: Decimal, time_ms: int) -> list[RecordedFill]:
         """Book the executions behind totals set without fills (reconciliation after a restart) as one fill.
