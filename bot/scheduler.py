@@ -3,10 +3,13 @@
 Every job coalesces missed runs into one, never runs twice at once, and tolerates a
 late start (misfire grace) instead of being skipped after a busy moment or a suspend.
 A job that raises is logged and reported through ``on_error``; the next run goes ahead.
+At shutdown, running jobs get a short grace to finish; one still running after it is cancelled
+quietly (a planned stop is not a job failure).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -41,6 +44,8 @@ class JobScheduler:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         )
         self._on_error = on_error
+        self._running: set[asyncio.Task[None]] = set()  # tasks of the jobs running now
+        self._stopping = False
         self._scheduler.add_listener(self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
 
     def add(self, spec: JobSpec) -> None:
@@ -53,7 +58,7 @@ class JobScheduler:
             else CronTrigger(timezone="UTC", **spec.cron)  # type: ignore[arg-type]
         )
         self._scheduler.add_job(
-            spec.func, trigger, id=spec.name, name=spec.name, misfire_grace_time=spec.misfire_grace_s,
+            self._tracked(spec), trigger, id=spec.name, name=spec.name, misfire_grace_time=spec.misfire_grace_s,
             replace_existing=True,
         )
 
@@ -61,10 +66,33 @@ class JobScheduler:
         """Start running jobs in the current event loop."""
         self._scheduler.start()
 
-    def shutdown(self) -> None:
-        """Stop scheduling (running jobs are not awaited; their tasks end with the loop)."""
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+    async def shutdown(self, grace_s: float = 2.0) -> None:
+        """Stop scheduling; give the running jobs ``grace_s`` seconds to finish, then cancel the rest."""
+        if not self._scheduler.running:
+            return
+        self._stopping = True
+        self._scheduler.pause()
+        running = set(self._running)
+        if running:
+            await asyncio.wait(running, timeout=grace_s)
+        self._scheduler.shutdown(wait=False)  # cancels what is still running
+
+    def _tracked(self, spec: JobSpec) -> JobFunc:
+        """``spec.func`` registered as running while it runs; its cancellation by :meth:`shutdown` is not an error."""
+        async def run() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running.add(task)  # type: ignore[arg-type]
+            try:
+                await spec.func()
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+                log.info("scheduled job %s cut short by the shutdown", spec.name)
+            finally:
+                self._running.discard(task)  # type: ignore[arg-type]
+
+        return run
 
     def job_names(self) -> list[str]:
         """Names of the registered jobs."""

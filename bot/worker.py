@@ -602,7 +602,7 @@ class Worker:
         if runtime.broker is not None:
             runtime.broker.halt("shutting down", expected=True)  # no new entries from here on (a planned stop: INFO)
         if self.scheduler is not None:
-            self.scheduler.shutdown()
+            await self.scheduler.shutdown()
         await self.supervisor.stop()
         if self._reconcile_task is not None:
             self._reconcile_task.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -34,7 +35,7 @@ async def test_jobs_run_repeatedly_without_overlap_and_failures_are_reported() -
     try:
         await asyncio.sleep(0.9)
     finally:
-        scheduler.shutdown()
+        await scheduler.shutdown()
     assert max_running == 1
     assert runs.count("slow") >= 2
     assert runs.count("fail") >= 3  # it keeps being scheduled after raising
@@ -53,3 +54,27 @@ def test_job_needs_exactly_one_schedule() -> None:
         scheduler.add(JobSpec("bad", job, interval_s=1, cron={"hour": 0}))
     scheduler.add(JobSpec("daily", job, cron={"hour": 0, "minute": 0}))
     assert scheduler.job_names() == ["daily"]
+
+
+async def test_shutdown_lets_a_running_job_finish_and_cuts_a_long_one_short_without_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    finished: list[str] = []
+    errors: list[str] = []
+
+    def job(name: str, seconds: float):  # type: ignore[no-untyped-def]
+        async def run() -> None:
+            await asyncio.sleep(seconds)
+            finished.append(name)
+        return run
+
+    caplog.set_level(logging.INFO, logger="bot.scheduler")
+    scheduler = JobScheduler(on_error=lambda name, exc: errors.append(name))
+    scheduler.add(JobSpec("short", job("short", 0.3), interval_s=0.05))
+    scheduler.add(JobSpec("long", job("long", 30.0), interval_s=0.05))
+    scheduler.start()
+    await asyncio.sleep(0.15)  # both are running now
+    await scheduler.shutdown(grace_s=1.0)
+    await asyncio.sleep(0.05)  # the cancelled job's executor callback runs
+    assert finished == ["short"]  # the short one finished within the grace; the long one did not
+    assert errors == []
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert "scheduled job long cut short by the shutdown" in caplog.text
