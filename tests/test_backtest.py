@@ -219,7 +219,26 @@ def test_pending_entry_counts_for_max_positions_and_fills_later() -> None:
     assert [i.kind for i in broker.exits] == [ExitKind.STOP]
     assert position.trade_id in engine.positions  # still open until the exchange reports the fill
     engine.on_exit_filled(position.trade_id, broker.exits[0], Fill(position.plan.stop, position.qty, 0.0, 0))
-    assert engine.positions == {} and engine.closed == [position]
+    assert engine.positions == {} and list(engine.closed) == [position]
+
+
+def test_a_long_running_engine_keeps_only_its_most_recent_closed_positions() -> None:
+    candles = short_candles()
+    broker = PendingBroker()
+    engine = SymbolEngine("TEST-USDT", SHORT_ONLY, RULES, broker, keep_closed=1)
+    for candle in candles[:-1]:
+        engine.on_candle(candle)
+    explosive = candles[-1]
+    for n in range(2):  # the same explosive candle twice, each trade stopped out before the next
+        candle = explosive.__class__(explosive.open_time_ms + 2 * n * M, *[getattr(explosive, f) for f in ("open", "high", "low", "close", "volume")])
+        engine.on_candle(candle)
+        position = broker.entries[n]
+        engine.on_entry_filled(position.trade_id, Fill(100.0, position.qty, 0.0, candle.open_time_ms))
+        assert position.plan is not None
+        engine.on_candle(Candle(candle.open_time_ms + M, 100.0, position.plan.stop + 1, 99.0, 100.0, 1.0))
+        engine.on_exit_filled(position.trade_id, broker.exits[n], Fill(position.plan.stop, position.qty, 0.0, 0))
+    assert len(broker.entries) == 2 and engine.positions == {}
+    assert list(engine.closed) == [broker.entries[1]]  # the first one is in the database, not in memory
 
 
 def test_stale_signals_are_rejected_when_a_clock_is_given() -> None:

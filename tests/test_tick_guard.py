@@ -118,3 +118,20 @@ async def test_bad_prints_do_not_move_paper_fills_or_last_price(db_url: str, cap
         # kline, which these published trades do not change, may move broker.last_price back later: not checked)
         assert prices_on_arrival[after] == (Decimal(doubled), float(doubled))
         assert {o.client_order_id for o in await paper.open_orders(SYMBOL)} == {"tg-below"}  # the level moved: it filled
+
+
+async def test_a_minute_closing_after_a_print_of_the_next_minute_leaves_the_price_at_that_print(db_url: str) -> None:
+    async with paper_bot(db_url) as bot:
+        sim, runtime, start_ms = bot.sim, bot.runtime, bot.start_ms
+        await step_minutes(sim, runtime, start_ms, 1)
+        broker, sym = runtime.broker, runtime.symbols[SYMBOL]
+        assert broker is not None
+        await sim.advance(to_ms=start_ms + 2 * 60_000 + 4_000)  # the second minute and its close grace are over
+        newer = str((Decimal(repr(broker.last_price[SYMBOL])) * Decimal("1.01")).quantize(Decimal("0.00001")))
+        printed = publish_trade(sim, newer)  # a print of the third minute, before the bot closes the second
+        await wait_for(lambda: sym.last_trade_ms >= printed, what="the print")
+        assert printed >= start_ms + 2 * 60_000
+        await runtime.tick_clock()  # the second minute closes now
+        await runtime.wait_idle()
+        assert sym.candles_processed >= 2
+        assert broker.last_price[SYMBOL] == float(newer)  # not moved back to the older candle's close

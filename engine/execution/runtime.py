@@ -42,6 +42,8 @@ from engine.trading.sizing import ContractRules
 
 logger = logging.getLogger(__name__)
 
+KEEP_CLOSED_POSITIONS = 100  # closed positions an engine keeps in memory (the database holds them all)
+
 
 class RestCandleSource:
     """``CandleSource`` over the REST klines (warm-up and gap backfill)."""
@@ -80,6 +82,7 @@ class SymbolRuntime:
     sink: _CandleQueue
     candles_processed: int = 0
     last_trade_ms: int = 0
+    priced_ms: int = 0  # time of the trade print behind the broker's last price (0: none yet)
     worker: asyncio.Task[None] | None = None
 
 
@@ -217,7 +220,8 @@ class TradingRuntime:
         now = self.now_ms()
         for symbol in config.symbols:
             view = self.broker.for_symbol(symbol)
-            engine = SymbolEngine(symbol, strategies, rules[symbol], view, on_signal=self.broker.record_signal, clock_ms=self.now_ms)
+            engine = SymbolEngine(symbol, strategies, rules[symbol], view, on_signal=self.broker.record_signal, clock_ms=self.now_ms,
+                                  keep_closed=KEEP_CLOSED_POSITIONS)
             self.broker.register(engine)
             sink = _CandleQueue(engine)
             # its calls come from the WebSocket read loop: a REST backfill must not keep it from answering Ping
@@ -268,7 +272,9 @@ class TradingRuntime:
         while True:
             candle = await queue.get()
             try:
-                self.broker.last_price[runtime.symbol] = candle.close
+                if runtime.priced_ms < candle.close_time_ms:
+                    # a print of a later minute already set the price: this close (2-3 s late) is older news
+                    self.broker.last_price[runtime.symbol] = candle.close
                 runtime.engine.on_candle(candle)
                 runtime.candles_processed += 1
                 await self.broker.settle()
@@ -360,6 +366,7 @@ class TradingRuntime:
                 await self.paper.on_trade(event.symbol, event.price, event.time_ms)  # venue first: its triggers are intrabar
             if self.broker is not None:
                 self.broker.last_price[event.symbol] = price
+                runtime.priced_ms = max(runtime.priced_ms, event.time_ms)
             runtime.last_trade_ms = max(runtime.last_trade_ms, event.time_ms)
             await runtime.feed.on_trade(TradeTick(event.symbol, price, float(event.qty), event.time_ms))
         elif isinstance(event, KlineEvent) and event.interval == "1m":

@@ -17,6 +17,7 @@ through ``on_entry_filled`` / ``on_exit_filled``).
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Callable, Protocol
 
 from engine.market.candle import ONE_MINUTE_MS, Candle
@@ -73,6 +74,7 @@ class SymbolEngine:
         clock_ms: Callable[[], int] | None = None,
         max_signal_age_ms: int = 2 * ONE_MINUTE_MS,
         portfolio_risk_room_pct: Callable[[], float | None] | None = None,
+        keep_closed: int | None = None,
     ) -> None:
         self.symbol = symbol
         self.config = config
@@ -85,7 +87,9 @@ class SymbolEngine:
         self.max_signal_age_ms = max_signal_age_ms
         self.portfolio_risk_room_pct = portfolio_risk_room_pct
         self.positions: dict[str, Position] = {}  # open or pending, by trade id
-        self.closed: list[Position] = []
+        # the most recent closed positions (``keep_closed``; None: all, which a backtest reads). A long-running bot
+        # keeps a bounded number: the database holds the history
+        self.closed: deque[Position] = deque(maxlen=keep_closed)
         self.last_candle: Candle | None = None
 
     # -- CandleSink ---------------------------------------------------------------------------
