@@ -72,6 +72,13 @@ async def wait_for(predicate: Any, timeout_s: float = 5.0, what: str = "conditio
         await asyncio.sleep(0.002)
 
 
+async def subscribed(sim: SimulatorServer) -> None:
+    """Until a live connection of the exchange carries both market topics (connected is not yet subscribed: trades
+    replayed before the exchange has the subscription never reach the bot)."""
+    await wait_for(lambda: any(len(c.topics) == 2 and not c.closed for c in sim.hub.connections), timeout_s=15.0,
+                   what="the subscriptions")
+
+
 async def step_minutes(sim: SimulatorServer, runtime: TradingRuntime, start_ms: int, minutes: int, *, into_next_ms: int = 5_000,
                        on_step: Any = None) -> None:
     """Replay ``minutes`` candles one at a time; after each, let the bot see it close and act on it."""

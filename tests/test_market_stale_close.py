@@ -25,7 +25,7 @@ from engine.market.candle import Candle
 from engine.market.feed import MarketFeed
 from engine.simulator import SimulatorServer
 
-from tests.execution_sim import SYMBOL, app_config, options, simulator, step_minutes, wait_for, window
+from tests.execution_sim import SYMBOL, app_config, options, simulator, step_minutes, subscribed, wait_for, window
 from tests.test_bingx_fastpath import Sink, SlowSource, bar
 from tests.test_bingx_fastpath import update as kline_update
 
@@ -163,12 +163,6 @@ async def paper_bot(db_url: str, *, cabled: bool = False, skew_ms: list[int] | N
         if cable is not None:
             await cable.close()
         await sim.stop()
-
-
-async def subscribed(sim: SimulatorServer) -> None:
-    """Until a live connection of the exchange carries both topics (connected is not yet subscribed)."""
-    await wait_for(lambda: any(len(c.topics) == 2 and not c.closed for c in sim.hub.connections), timeout_s=15.0,
-                   what="the subscriptions")
 
 
 async def into_minute(sim: SimulatorServer, runtime: TradingRuntime, to_ms: int) -> Candle:

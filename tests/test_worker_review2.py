@@ -30,7 +30,7 @@ from db.models import Signal, SignalFate, Trade, TradeState
 from commands import build_dispatcher
 from commands.approvals import ApprovalService
 from tests.chatops_fixtures import D_ADMIN, D_CHANNEL, make_config
-from tests.execution_sim import app_config, options, simulator, step_minutes, wait_for, window
+from tests.execution_sim import app_config, options, simulator, step_minutes, subscribed, wait_for, window
 
 pytestmark = [pytest.mark.timeout(150)]
 
@@ -96,6 +96,7 @@ async def _drop_streams_and_see_them_down(sim: Any, worker: Worker, streams: int
     await wait_for(lambda: (worker.entry_block() or "").endswith("stream is down"), 5, "the gate to see a stream down")
     await wait_for(lambda: all(c.connected.is_set() for c in _connections(worker))
                    and sum(c.connect_count for c in _connections(worker)) >= reconnects + streams, 10, "the streams back")
+    await subscribed(sim)  # the client has sent its subscriptions: wait until the exchange has them too
 
 
 def _connections(worker: Worker) -> list[Any]:

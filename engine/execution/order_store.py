@@ -8,6 +8,9 @@ Rules this module enforces:
 * Status only moves forward (CREATED/SENT/UNKNOWN -> NEW -> PARTIALLY_FILLED -> a final status);
   a late or duplicated report never takes an order back. Every change is an ``OrderEvent`` with
   its source (placement, stream, poll, lookup, paper).
+* A final status reported before the executions it includes are booked (a stop that filled part and
+  EXPIRED the rest, its execution report lost to a drop) keeps the order working until they are: the
+  stream's fills, or the poll's aggregated fill, then end it as reported.
 * Fills are recorded one by one with ``fill_key = <exchange order id>:<cumulative qty>``, so the
   same execution reported by the stream and by a REST poll is stored once.
 """
