@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -44,7 +44,7 @@ class JobScheduler:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         )
         self._on_error = on_error
-        self._running: set[asyncio.Task[None]] = set()  # tasks of the jobs running now
+        self._running: set[asyncio.Task[Any]] = set()  # tasks of the jobs running now
         self._stopping = False
         self._scheduler.add_listener(self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
 
@@ -82,7 +82,7 @@ class JobScheduler:
         async def run() -> None:
             task = asyncio.current_task()
             assert task is not None
-            self._running.add(task)  # type: ignore[arg-type]
+            self._running.add(task)
             try:
                 await spec.func()
             except asyncio.CancelledError:
@@ -90,7 +90,7 @@ class JobScheduler:
                     raise
                 log.info("scheduled job %s cut short by the shutdown", spec.name)
             finally:
-                self._running.discard(task)  # type: ignore[arg-type]
+                self._running.discard(task)
 
         return run
 
