@@ -14,7 +14,8 @@ import pytest
 from db.models import Fill, Order, OrderIntent, OrderStatus, Trade, TradeExit, TradeState
 from engine.execution.runtime import TradingRuntime
 from engine.trading.manager import StopMove
-from tests.execution_sim import SYMBOL, app_config, open_live_trade, options, simulator, step_minutes, wait_for, window
+from tests.execution_sim import (SYMBOL, app_config, hold_account_reports, open_live_trade, options, simulator, step_minutes,
+                                 wait_for, window)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -267,6 +268,39 @@ async def test_unanswered_stop_found_working_is_adopted(db_url: str) -> None:
         ctx = runtime.broker.active_trades[0]
         assert ctx.stop is not None and ctx.stop.order_id == row.id and ctx.stop.exchange_order_id == str(stop["orderId"])
         assert ctx.unresolved == {}
+
+
+async def test_unanswered_stop_found_already_cancelled_is_not_taken_as_the_stop(db_url: str) -> None:
+    """The new stop of a trailing step is placed but its answer never arrives; before the bot's lookup, someone
+    cancels it on the exchange, and the stream's reports of it are lost. The lookup finds it CANCELLED: it protects
+    nothing, so the old stop stays and the step is placed again (before the fix it became the trade's stop and the
+    old one was cancelled: no stop left)."""
+    alerts = Alerts()
+    async with _trading(db_url, alerts, protect_retry_s=0.2) as (sim, runtime, _):
+        broker = runtime.broker
+        assert broker is not None
+        ctx = broker.active_trades[0]
+        [old_stop] = _working_stops(sim)
+        held, orders_before = _position(sim), len(sim.state()["orders"])
+        new_level = _trail_target(ctx, broker.last_price[SYMBOL])
+
+        # the account stream loses every report of the new stops (a drop): only the lookup tells
+        hold_account_reports(sim, lambda p: p.get("e") == "ORDER_TRADE_UPDATE" and p["o"]["o"] == "STOP_MARKET"
+                             and str(p["o"]["i"]) != str(old_stop["orderId"]))
+        sim.faults.hang_next_orders = 1  # the new stop is executed by the exchange, its answer never arrives
+        broker.move_stop(SYMBOL, ctx.position, StopMove(new_level, 1.0, 0.5), 0)
+        await wait_for(lambda: len(_working_stops(sim)) == 2, 10.0, "the new stop on the exchange")
+        [lost] = [s for s in _working_stops(sim) if s["orderId"] != old_stop["orderId"]]
+        sim.engine.cancel(SYMBOL, str(lost["orderId"]), None)  # gone before the bot's lookup finds it
+        await runtime.wait_idle()
+        await wait_for(lambda: any(s["orderId"] not in (old_stop["orderId"], lost["orderId"]) for s in _working_stops(sim)),
+                       15.0, "the step placed again")
+        await runtime.wait_idle()
+        [stop] = _working_stops(sim)  # one stop: the new one at the new level, the old one cancelled after it
+        assert abs(Decimal(str(stop["stopPrice"])) - Decimal(repr(new_level))) <= broker.venue.price_tick(SYMBOL)
+        assert ctx.stop is not None and ctx.stop.exchange_order_id == str(stop["orderId"])
+        assert _position(sim) == held and _market_closes(sim, orders_before) == []
+        assert alerts.has("error", "was already cancelled")
 
 
 # -- E3: a slow placing call is never declared absent by the tracker -----------------------------------------

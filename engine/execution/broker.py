@@ -1157,7 +1157,8 @@ class ExecutionBroker:
 
         Returns the working order, or None when the outcome is unknown: the order then stays routed to the trade
         as unresolved, so the tracker's lookup reaches it (found: adopted; confirmed absent: placed again).
-        Raises :class:`PlacementRejected` (its row stored REJECTED) for the caller to decide.
+        Raises :class:`PlacementRejected` (its row stored REJECTED) for the caller to decide, and a transient one
+        when the placement's answer says the order is already over with nothing executed.
         """
         is_stop = role == "stop"
         spec = OrderSpec(
@@ -1177,6 +1178,13 @@ class ExecutionBroker:
             ctx.unresolved[order.id] = role
             return None
         await self.orders.apply(order, update, derive_fills=False)
+        if order.status in FINAL_STATUSES and order.filled_qty == 0:
+            # the lookup after a lost answer found it already over with nothing executed (cancelled outside the bot,
+            # or fired on a position already flat): it protects nothing. Refused for now: the caller keeps the old
+            # one and tries again shortly (flat by then: "no position" ends it)
+            self._route.pop(order.id, None)
+            raise PlacementRejected(f"the {role} {update.exchange_order_id} was already {order.status.value} when found "
+                                    "after its placement went unanswered", transient=True)
         logger.info("[%s] %s %s placed at %s for %s", self.mode.upper(), role, spec.client_order_id, price, ctx.open_qty,
                     extra=self._log_extra(ctx, client_order_id=spec.client_order_id))
         return Protective(order.id, update.exchange_order_id, price, ctx.open_qty)
