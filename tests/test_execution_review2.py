@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from db.models import Fill, Order, OrderIntent, OrderStatus, Trade, TradeExit, TradeState
+from db.models import Fill, Order, OrderEvent, OrderIntent, OrderStatus, Trade, TradeExit, TradeState
 from engine.execution.runtime import TradingRuntime
 from engine.trading.manager import StopMove
 from tests.execution_sim import (SYMBOL, app_config, hold_account_reports, open_live_trade, options, simulator, step_minutes,
@@ -339,6 +339,42 @@ async def test_tracker_leaves_a_slow_placement_alone(db_url: str) -> None:
         assert trade.state is TradeState.OPEN
         assert _position(sim) == trade.qty and len(_working_stops(sim)) == 1
         assert runtime.broker.open_trades() and runtime.broker.halted_reason is None
+    finally:
+        await runtime.stop()
+        await sim.stop()
+
+
+async def test_tracker_leaves_an_answered_placement_alone_until_its_answer_is_stored(db_url: str) -> None:
+    """The entry's answer is back but storing it is slow (a busy database): its row still reads SENT, older than
+    ``stale_sent_s``, while the tracker passes. It is not declared lost (before the fix: UNKNOWN, entries halted)."""
+    sim, runtime, start_ms = await _start(db_url, stale_sent_s=0.2)
+    try:
+        await runtime.start()
+        broker, tracker = runtime.broker, runtime.tracker
+        assert broker is not None and tracker is not None
+        real_apply = broker.orders.apply
+        slowed: list[str] = []
+
+        async def slow_apply(order: Order, update: Any, *, derive_fills: bool) -> Any:
+            if order.intent is OrderIntent.ENTRY and update.source == "placement" and not slowed:
+                slowed.append(order.client_order_id)
+                loop = asyncio.get_running_loop()
+                since, polls = loop.time(), tracker.polls
+                await wait_for(lambda: tracker.polls >= polls + 2 and loop.time() - since > 0.6, 10.0, "tracker passes")
+            return await real_apply(order, update, derive_fills=derive_fills)
+
+        broker.orders.apply = slow_apply  # type: ignore[method-assign]
+        minutes = 0
+        while not slowed:
+            assert minutes < 40, "no entry attempted"
+            await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
+            minutes += 1
+        await runtime.wait_idle(timeout_s=15.0)
+        entry = await Order.get(client_order_id=slowed[0])
+        assert entry.status is OrderStatus.FILLED
+        assert not await OrderEvent.filter(order=entry, status=OrderStatus.UNKNOWN).exists()
+        assert (await Trade.get(id=entry.trade_id)).state is TradeState.OPEN
+        assert broker.halted_reason is None
     finally:
         await runtime.stop()
         await sim.stop()

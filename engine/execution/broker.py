@@ -50,10 +50,11 @@ This module is the order state machine (entries, updates, protection, exits); it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from decimal import Decimal
-from typing import Any, Callable, Coroutine, Sequence
+from typing import Any, Callable, Coroutine, Iterator, Sequence
 
 from db.fast_insert import Ref, Row, insert_rows, warm_up
 from db.models import Order, OrderEvent, OrderIntent, OrderStatus, Signal, SignalFate, Trade, TradeState
@@ -161,7 +162,7 @@ class ExecutionBroker:
         self._cancelled_by_us: set[int] = set()
         self._awaiting: set[int] = set()  # market orders whose executions are still to be booked
         self._prepared: set[str] = set()
-        self._placing: set[str] = set()  # client order ids sent and not yet answered
+        self._placing: set[str] = set()  # client order ids sent whose answer is not applied yet (_placing_call)
         self._stood_down: str | None = None  # the emergency stop's reason while it flattens the account (stand_down)
         self._funding = FundingBooker(self.mode, venue, self.trades, self._ctx, self._refresh_wallet, self._log_extra)
         self._recovery = BrokerRecovery(self)
@@ -521,16 +522,17 @@ class ExecutionBroker:
             ctx.db_trade, ctx.entry_order = stored[trade_at], stored[order_at]
             return ctx.entry_order
 
-        try:
-            update = await self._send_stored(stored_order, spec, ctx)
-        finally:
-            order = stored_order()  # also when the send is cancelled (shutdown): the rows are the broker's from here on
-        logger.info("[%s] entry %s %s %s qty %s (ref %s, stop %s, target %s)", self.mode.upper(), ctx.symbol, ctx.strategy,
-                    ctx.side, position.qty, reference_price, ctx.attached_stop, ctx.attached_target,
-                    extra={**extra, "client_order_id": spec.client_order_id})
-        if update is not None:
-            self._awaiting.add(order.id)
-            await self._apply(order, update)
+        with self._placing_call(spec.client_order_id):
+            try:
+                update = await self._send_stored(stored_order, spec, ctx)
+            finally:
+                order = stored_order()  # also when the send is cancelled (shutdown): the rows are the broker's from here on
+            logger.info("[%s] entry %s %s %s qty %s (ref %s, stop %s, target %s)", self.mode.upper(), ctx.symbol, ctx.strategy,
+                        ctx.side, position.qty, reference_price, ctx.attached_stop, ctx.attached_target,
+                        extra={**extra, "client_order_id": spec.client_order_id})
+            if update is not None:
+                self._awaiting.add(order.id)
+                await self._apply(order, update)
 
     def _spawn_approval(self, ctx: TradeCtx, request: TradeRequest, signal_row: Signal, time_ms: int) -> None:
         """Wait for the approval in its own task; the outcome comes back through the job queue."""
@@ -612,8 +614,10 @@ class ExecutionBroker:
 
     async def _send_stored(self, stored_order: Callable[[], Order], spec: OrderSpec, ctx: TradeCtx, *,
                            raise_rejected: bool = False) -> VenueUpdate | None:
-        """Place an order already stored as SENT; ``stored_order()`` gives its row, which only the outcome needs."""
-        self._placing.add(spec.client_order_id)
+        """Place an order already stored as SENT; ``stored_order()`` gives its row, which only the outcome needs.
+
+        The caller holds :meth:`_placing_call` around this and the application of the answer.
+        """
         try:
             return await self.venue.place(spec)
         except PlacementRejected as exc:
@@ -636,11 +640,22 @@ class ExecutionBroker:
                              extra=self._log_extra(ctx, client_order_id=spec.client_order_id))
             await self._placement_unknown(stored_order(), spec, f"{type(exc).__name__}: {exc}")
             return None
+
+    @contextlib.contextmanager
+    def _placing_call(self, client_order_id: str) -> Iterator[None]:
+        """The placement of ``client_order_id`` is in flight from its send until its answer is applied to its row.
+
+        Until then its row may still read SENT: the tracker and reconciliation must not take it for a placement that
+        was never answered (a pass between the answer and its application would halt entries over a filled order).
+        """
+        self._placing.add(client_order_id)
+        try:
+            yield
         finally:
-            self._placing.discard(spec.client_order_id)
+            self._placing.discard(client_order_id)
 
     def placements_in_flight(self) -> frozenset[str]:
-        """Client order ids sent to the venue whose answer has not come back yet (for reconciliation)."""
+        """Client order ids sent to the venue whose answer has not been applied yet (tracker, reconciliation)."""
         return frozenset(self._placing)
 
     def orders_settling(self) -> frozenset[int]:
@@ -1169,15 +1184,16 @@ class ExecutionBroker:
         order = await self.orders.create(spec, OrderIntent.STOP_LOSS if is_stop else OrderIntent.TAKE_PROFIT,
                                          ctx.db_trade.id if ctx.db_trade else None, sent=True)
         self._route[order.id] = (ctx, role)
-        try:
-            update = await self._send(order, spec, ctx, raise_rejected=True)
-        except PlacementRejected:
-            self._route.pop(order.id, None)
-            raise
-        if update is None:
-            ctx.unresolved[order.id] = role
-            return None
-        await self.orders.apply(order, update, derive_fills=False)
+        with self._placing_call(spec.client_order_id):
+            try:
+                update = await self._send(order, spec, ctx, raise_rejected=True)
+            except PlacementRejected:
+                self._route.pop(order.id, None)
+                raise
+            if update is None:
+                ctx.unresolved[order.id] = role
+                return None
+            await self.orders.apply(order, update, derive_fills=False)
         if order.status in FINAL_STATUSES and order.filled_qty == 0:
             # the lookup after a lost answer found it already over with nothing executed (cancelled outside the bot,
             # or fired on a position already flat): it protects nothing. Refused for now: the caller keeps the old
@@ -1253,10 +1269,11 @@ class ExecutionBroker:
                                          sent=True)
         self._route[order.id] = (ctx, "exit")
         ctx.exit_intents[order.id] = intent
-        update = await self._send(order, spec, ctx)
-        if update is not None:
-            self._awaiting.add(order.id)
-            await self._apply(order, update)
+        with self._placing_call(spec.client_order_id):
+            update = await self._send(order, spec, ctx)
+            if update is not None:
+                self._awaiting.add(order.id)
+                await self._apply(order, update)
 
     async def _emergency_close(self, ctx: TradeCtx, reason: str) -> None:
         manager = ctx.position.manager
