@@ -306,6 +306,24 @@ async def test_unanswered_stop_found_already_cancelled_is_not_taken_as_the_stop(
 # -- E3: a slow placing call is never declared absent by the tracker -----------------------------------------
 
 
+async def _tracker_passes(tracker: Any, passes: int) -> None:
+    """Until the tracker has made ``passes`` more passes and 0.6 s went by (a row older than ``stale_sent_s`` 0.2)."""
+    loop = asyncio.get_running_loop()
+    since, polls = loop.time(), tracker.polls
+    await wait_for(lambda: tracker.polls >= polls + passes and loop.time() - since > 0.6, 10.0, "tracker passes")
+
+
+async def _entry_attempted(sim: Any, runtime: TradingRuntime, start_ms: int, attempted: list[str]) -> Order:
+    """Step the replay until ``attempted`` names an entry; its row once the runtime is idle."""
+    minutes = 0
+    while not attempted:
+        assert minutes < 40, "no entry attempted"
+        await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
+        minutes += 1
+    await runtime.wait_idle(timeout_s=15.0)
+    return await Order.get(client_order_id=attempted[0])
+
+
 async def test_tracker_leaves_a_slow_placement_alone(db_url: str) -> None:
     """A placing call that outlives ``stale_sent_s`` (timeouts, lookup, resend) and then fills: the entry is opened
     and managed (before the fix the tracker expired it meanwhile, and the fill became an unmanaged position)."""
@@ -320,20 +338,11 @@ async def test_tracker_leaves_a_slow_placement_alone(db_url: str) -> None:
         async def slow_place(spec: Any) -> Any:
             if spec.order_type == "MARKET" and not slow:
                 slow.append(spec.client_order_id)
-                loop = asyncio.get_running_loop()
-                since, polls = loop.time(), tracker.polls
-                # several tracker passes after the row is older than stale_sent_s
-                await wait_for(lambda: tracker.polls >= polls + 4 and loop.time() - since > 0.6, 10.0, "tracker passes")
+                await _tracker_passes(tracker, 4)  # several passes after the row is older than stale_sent_s
             return await real_place(spec)
 
         runtime.live.place = slow_place  # type: ignore[method-assign]
-        minutes = 0
-        while not slow:
-            assert minutes < 40, "no entry attempted"
-            await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
-            minutes += 1
-        await runtime.wait_idle(timeout_s=15.0)
-        entry = await Order.get(client_order_id=slow[0])
+        entry = await _entry_attempted(sim, runtime, start_ms, slow)
         assert entry.status is OrderStatus.FILLED
         trade = await Trade.get(id=entry.trade_id)
         assert trade.state is TradeState.OPEN
@@ -358,19 +367,11 @@ async def test_tracker_leaves_an_answered_placement_alone_until_its_answer_is_st
         async def slow_apply(order: Order, update: Any, *, derive_fills: bool) -> Any:
             if order.intent is OrderIntent.ENTRY and update.source == "placement" and not slowed:
                 slowed.append(order.client_order_id)
-                loop = asyncio.get_running_loop()
-                since, polls = loop.time(), tracker.polls
-                await wait_for(lambda: tracker.polls >= polls + 2 and loop.time() - since > 0.6, 10.0, "tracker passes")
+                await _tracker_passes(tracker, 2)
             return await real_apply(order, update, derive_fills=derive_fills)
 
         broker.orders.apply = slow_apply  # type: ignore[method-assign]
-        minutes = 0
-        while not slowed:
-            assert minutes < 40, "no entry attempted"
-            await step_minutes(sim, runtime, start_ms + minutes * 60_000, 1)
-            minutes += 1
-        await runtime.wait_idle(timeout_s=15.0)
-        entry = await Order.get(client_order_id=slowed[0])
+        entry = await _entry_attempted(sim, runtime, start_ms, slowed)
         assert entry.status is OrderStatus.FILLED
         assert not await OrderEvent.filter(order=entry, status=OrderStatus.UNKNOWN).exists()
         assert (await Trade.get(id=entry.trade_id)).state is TradeState.OPEN
